@@ -1,0 +1,37 @@
+# One entry point per job. `make demo` and `make test` work on a fresh machine: they create .venv,
+# install the pinned Python packages and the Debian packages the project needs, then run.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT := out
+
+.PHONY: setup system-deps demo test test-quick bench clean
+
+setup: $(STAMP) system-deps
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+# Cross toolchains, QEMU and mmdebstrap for the Raspberry Pi targets (idempotent; apt-get only if missing).
+system-deps:
+	bash scripts/install_system_deps.sh
+
+# Compile the embedded default model for this machine and prove parity against PyTorch.
+demo: setup
+	$(BIN)/tsm-deploy compile --target x86 --output $(OUT)/demo-x86
+	$(BIN)/tsm-deploy verify $(OUT)/demo-x86 --frames 32 --json $(OUT)/demo-x86-verify.json
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+# The quick subset while working: no full-size compiles, no emulation, no RPC.
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(OUT) .pytest_cache

@@ -1,0 +1,231 @@
+"""``tsm-deploy``: a thin click layer over the library. Each command parses, prints what it will do,
+calls one library function and maps errors to exit codes: 0 ok, 1 a check failed, 2 bad input."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .errors import TsmDeployError
+
+log = logging.getLogger("tsm_deploy")
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the library's errors into one line on stderr and an exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except TsmDeployError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _echo_args(command: str, **args: Any) -> None:
+    shown = " ".join(f"{k}={v}" for k, v in args.items() if v is not None)
+    click.echo(f"tsm-deploy {command}: {shown}", err=True)
+
+
+def _progress(message: str) -> None:
+    click.echo(f"  .. {message}", err=True)
+
+
+def checkpoint_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--checkpoint and what a checkpoint's weights cannot tell."""
+    command = click.option("--fold-div", type=int, default=None, help="Shift 1/N of the channels (default 8).")(command)
+    command = click.option(
+        "--input-size", type=int, default=None, help="Frame size the model runs at (default 224; multiple of 32)."
+    )(command)
+    command = click.option(
+        "--checkpoint",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="PyTorch checkpoint (.pth/.pth.tar). Default: the embedded seeded-random model.",
+    )(command)
+    return command
+
+
+def _load_checkpoint(checkpoint: Path | None, input_size: int | None, fold_div: int | None):
+    from .checkpoint import resolve_checkpoint
+
+    overrides = {k: v for k, v in {"input_size": input_size, "fold_div": fold_div}.items() if v is not None}
+    if input_size is not None and (input_size <= 0 or input_size % 32):
+        raise TsmDeployError(f"--input-size must be a positive multiple of 32, got {input_size}")
+    if fold_div is not None and fold_div < 2:
+        raise TsmDeployError(f"--fold-div must be >= 2, got {fold_div}")
+    loaded = resolve_checkpoint(checkpoint, overrides)
+    if checkpoint is None:
+        click.echo(f"note: no --checkpoint given: using the {loaded.source}", err=True)
+    return loaded
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log what each stage does.")
+@click.version_option(package_name="tsm-deploy")
+def main(verbose: bool) -> None:
+    """Compile Temporal Shift Module video models for x86, Raspberry Pi and Jetson with Apache TVM."""
+    _setup_logging(verbose)
+
+
+@main.command()
+@checkpoint_options
+@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), required=True, help="ONNX file to write.")
+@handles_errors
+def export(checkpoint: Path | None, input_size: int | None, fold_div: int | None, output: Path) -> None:
+    """Export the streaming model to ONNX (checked, cross-checked in ONNX Runtime)."""
+    from .export import export_onnx
+
+    _echo_args("export", checkpoint=checkpoint, output=output)
+    loaded = _load_checkpoint(checkpoint, input_size, fold_div)
+    result = export_onnx(loaded.model(), output)
+    click.echo(
+        f"wrote {output}: inputs {', '.join(result.input_shapes)}; ONNX Runtime max abs error {result.ort_max_abs_error:.2e}"
+    )
+
+
+@main.command(name="compile")
+@checkpoint_options
+@click.option("--target", "-t", "target_name", required=True, help="Target name (see `tsm-deploy targets`) or .json file.")
+@click.option("--output", "-o", type=click.Path(path_type=Path, file_okay=False), required=True, help="Artifact directory.")
+@click.option(
+    "--tuning-db",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="MetaSchedule database directory (default: tuning_logs/<target>/<model>/ when present).",
+)
+@click.option("--no-tuning", is_flag=True, help="Ignore tuning records; default schedules only.")
+@click.option("--labels", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None, help="Text file, one class name per line.")
+@click.option("--cuda-arch", default=None, help="CUDA architecture (e.g. sm_86) for the cuda target.")
+@handles_errors
+def compile_command(
+    checkpoint: Path | None,
+    input_size: int | None,
+    fold_div: int | None,
+    target_name: str,
+    output: Path,
+    tuning_db: Path | None,
+    no_tuning: bool,
+    labels: Path | None,
+    cuda_arch: str | None,
+) -> None:
+    """Compile a checkpoint into an artifact (module + manifest.json) for a target."""
+    from .compile import compile_artifact, describe
+    from .targets import load_target
+
+    _echo_args("compile", checkpoint=checkpoint, target=target_name, output=output, tuning_db=tuning_db)
+    target = load_target(target_name, cuda_arch=cuda_arch)
+    target.require_tools()
+    loaded = _load_checkpoint(checkpoint, input_size, fold_div)
+    label_list = [line.strip() for line in labels.read_text().splitlines() if line.strip()] if labels else None
+    database: Any = None if no_tuning else (tuning_db if tuning_db is not None else "auto")
+    result = compile_artifact(loaded, target, output, database=database, labels=label_list, progress=_progress)
+    cov = result.coverage
+    if cov.database:
+        click.echo(f"tuning records: {cov.tuned} of {cov.tasks} tasks covered ({cov.database})")
+    else:
+        click.echo(f"tuning records: none for {target.name}; {cov.tasks} tasks use default schedules")
+    click.echo(f"wrote {describe(result)}")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@checkpoint_options
+@click.option("--frames", type=int, default=32, show_default=True, help="Frames to stream.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random frames.")
+@click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Max abs error allowed (logits, buffers).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write the report here.")
+@handles_errors
+def verify(
+    artifact: Path,
+    checkpoint: Path | None,
+    input_size: int | None,
+    fold_div: int | None,
+    frames: int,
+    seed: int,
+    tolerance: float,
+    json_path: Path | None,
+) -> None:
+    """Stream frames through PyTorch and the artifact; exit 1 if they disagree."""
+    from .runtime.manifest import read_manifest
+    from .verify import verify_artifact, write_report
+
+    _echo_args("verify", artifact=artifact, checkpoint=checkpoint, frames=frames, json=json_path)
+    manifest = read_manifest(artifact)
+    if input_size is None:
+        input_size = manifest.model.get("input_size")
+    if fold_div is None:
+        fold_div = manifest.model.get("fold_div")
+    loaded = _load_checkpoint(checkpoint, input_size, fold_div)
+    with click.progressbar(length=frames, label="  comparing frames", file=sys.stderr) as bar:
+        report = verify_artifact(
+            artifact, loaded, frames=frames, seed=seed, tolerance=tolerance, progress=lambda done, _: bar.update(done - bar.pos)
+        )
+    click.echo(report.table())
+    if json_path:
+        write_report(report, json_path)
+        click.echo(f"wrote {json_path}")
+    if not report.passed:
+        sys.exit(EXIT_CHECK_FAILED)
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--frames", type=int, default=16, show_default=True)
+@click.option("--history", type=int, default=12, show_default=True, help="Average logits over this many frames.")
+@click.option("--video", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None, help="Video file (PyAV).")
+@handles_errors
+def run(artifact: Path, frames: int, history: int, video: Path | None) -> None:
+    """Stream frames (a video file, or seeded noise) through an artifact and print the top-1 per frame."""
+    import numpy as np
+
+    from .runtime import StreamingModel
+
+    model = StreamingModel(artifact, history=history)
+    source = _video_frames(video, frames) if video else (
+        np.random.default_rng(i).integers(0, 256, (240, 320, 3), dtype=np.uint8) for i in range(frames)
+    )
+    for i, frame in enumerate(source):
+        result = model.step(frame)
+        click.echo(f"{i:>4} top1={result.top1}" + (f" {result.label}" if result.label else ""))
+
+
+def _video_frames(path: Path, limit: int):
+    try:
+        import av
+    except ImportError:
+        raise TsmDeployError("reading video needs PyAV (pip install av)") from None
+    try:
+        with av.open(str(path)) as container:
+            for i, frame in enumerate(container.decode(video=0)):
+                if i >= limit:
+                    break
+                yield frame.to_ndarray(format="rgb24")
+    except av.error.FFmpegError as exc:
+        raise TsmDeployError(f"cannot read video {path}: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()

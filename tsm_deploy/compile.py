@@ -1,0 +1,210 @@
+"""Checkpoint -> artifact: export, import, shift check, fusion + tuning records, build, manifest.
+
+TVM's default CPU pipeline legalises every operator to its own loop nest and fuses nothing; here the
+graph is fused first (LegalizeOps -> AnnotateTIROpPattern -> FoldConstant -> FuseOps -> FuseTIR),
+then the target's MetaSchedule records replace the default schedules of the fused functions they
+cover, then ``tvm.compile`` lowers the rest (GPU targets get dlight default schedules there).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import tvm
+from tvm import relax
+
+from . import __version__
+from .atomic import atomic_output_dir, atomic_write_text
+from .checkpoint import LoadedCheckpoint
+from .errors import TsmDeployError
+from .export import export_onnx
+from .frontend import check_static_shift, import_onnx
+from .models import ModelConfig, output_names, preprocessing
+from .runtime.manifest import MANIFEST_NAME, Manifest, TensorSpec, sha256_file
+from .targets import PROJECT_ROOT, DeployTarget
+
+log = logging.getLogger(__name__)
+
+MODULE_FILE = "module.so"
+TUNING_LOGS_DIR = Path(os.environ.get("TSM_DEPLOY_TUNING_LOGS", PROJECT_ROOT / "tuning_logs"))
+DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")
+
+
+def model_key(config: ModelConfig) -> str:
+    """Folder name of a model's tuning records: everything that changes the tuned kernels' shapes."""
+    return f"{config.arch}-s{config.input_size}-w{config.width_mult:g}-f{config.fold_div}-c{config.n_class}"
+
+
+def tuning_database_dir(target: DeployTarget, config: ModelConfig, root: Path | None = None) -> Path | None:
+    if target.tuning_logs is None:
+        return None
+    return (root or TUNING_LOGS_DIR) / target.tuning_logs / model_key(config)
+
+
+def has_database(path: Path | None) -> bool:
+    return path is not None and all((path / name).is_file() for name in DATABASE_FILES)
+
+
+@dataclass(frozen=True)
+class TuningCoverage:
+    database: str | None
+    tasks: int  # fused TIR functions in the model
+    tuned: int  # of which the database scheduled
+    untuned: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"database": self.database, "tasks": self.tasks, "tuned": self.tuned, "untuned": list(self.untuned)}
+
+
+def fuse(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    with target:
+        return tvm.transform.Sequential(
+            [
+                relax.transform.CanonicalizeBindings(),
+                relax.transform.LegalizeOps(),
+                relax.transform.AnnotateTIROpPattern(),
+                relax.transform.FoldConstant(),
+                relax.transform.FuseOps(),
+                relax.transform.FuseTIR(),
+            ]
+        )(mod)
+
+
+def _tir_functions(mod: tvm.IRModule) -> dict[str, Any]:
+    return {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+def _is_scheduled(func: Any) -> bool:
+    attrs = func.attrs
+    return attrs is not None and "tir.is_scheduled" in attrs and bool(attrs["tir.is_scheduled"])
+
+
+def apply_database(
+    mod: tvm.IRModule, target: tvm.target.Target, database: Path | None
+) -> tuple[tvm.IRModule, TuningCoverage]:
+    """Schedule the fused functions that ``database`` has records for; report what it covers."""
+    before = _tir_functions(mod)
+    if not has_database(database):
+        return mod, TuningCoverage(None, len(before), 0, tuple(sorted(before)))
+    with target:
+        mod = relax.transform.MetaScheduleApplyDatabase(str(database))(mod)
+    after = _tir_functions(mod)
+    untuned = tuple(sorted(name for name, f in after.items() if not _is_scheduled(f)))
+    return mod, TuningCoverage(str(database), len(after), len(after) - len(untuned), untuned)
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    artifact: Path
+    manifest: Manifest
+    coverage: TuningCoverage
+
+
+def _export_module(executable: Any, path: Path, target: DeployTarget) -> None:
+    if target.cross_compiler:
+        from tvm.support import cc
+
+        executable.export_library(str(path), fcompile=cc.cross_compiler(target.cross_compiler))
+    else:
+        executable.export_library(str(path))
+
+
+def build_manifest(
+    checkpoint: LoadedCheckpoint,
+    target: DeployTarget,
+    module_path: Path,
+    input_specs: dict[str, tuple[int, ...]],
+    outputs: list[str],
+    output_shapes: dict[str, tuple[int, ...]],
+    coverage: TuningCoverage,
+    labels: list[str] | None,
+) -> Manifest:
+    inputs = tuple(TensorSpec(name, shape) for name, shape in input_specs.items())
+    buffer_inputs = [spec.name for spec in inputs[1:]]
+    return Manifest(
+        model={**checkpoint.config.to_dict(), "checkpoint_sha256": checkpoint.sha256, "source": checkpoint.source},
+        target=target.to_manifest(),
+        inputs=inputs,
+        outputs=tuple(TensorSpec(name, output_shapes[name]) for name in outputs),
+        state=tuple(zip(outputs[1:], buffer_inputs)),
+        preprocess=preprocessing(checkpoint.config),
+        module_file=module_path.name,
+        module_sha256=sha256_file(module_path),
+        tvm_version=tvm.__version__,
+        tsm_deploy_version=__version__,
+        labels=tuple(labels) if labels else None,
+        tuning=coverage.to_dict(),
+    )
+
+
+def compile_artifact(
+    checkpoint: LoadedCheckpoint,
+    target: DeployTarget,
+    output: Path,
+    database: Path | None | str = "auto",
+    labels: list[str] | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+) -> CompileResult:
+    """Compile ``checkpoint`` for ``target`` into the artifact directory ``output`` (written atomically).
+
+    ``database``: a MetaSchedule database directory, ``None`` for none, or ``"auto"`` for the target's
+    committed records for this model (``tuning_logs/<target>/<model>/``) when present.
+    """
+    target.require_tools()
+    if labels is not None and len(labels) != checkpoint.config.n_class:
+        raise TsmDeployError(f"{len(labels)} labels given for a model with {checkpoint.config.n_class} classes")
+    if database == "auto":
+        database = tuning_database_dir(target, checkpoint.config)
+    database = Path(database) if database is not None else None
+    if database is not None and not has_database(database) and target.tuning_logs is not None:
+        log.warning("no tuning records at %s: compiling with default schedules (slow)", database)
+
+    model = checkpoint.model()
+    progress("exporting to ONNX")
+    exported = export_onnx(model)
+    progress("importing into Relax")
+    mod = import_onnx(exported.model)
+    check_static_shift(mod, n_shift_buffers=len(exported.input_shapes) - 1)
+    tvm_target = target.tvm()
+    progress("fusing operators")
+    mod = fuse(mod, tvm_target)
+    mod, coverage = apply_database(mod, tvm_target, database)
+    if coverage.database:
+        log.info("tuning records cover %d of %d tasks (%s)", coverage.tuned, coverage.tasks, coverage.database)
+        for name in coverage.untuned:
+            log.warning("no tuning record for task %s: default schedule", name)
+    progress(f"building for {target.name}")
+    executable = tvm.compile(mod, tvm_target)
+
+    output_shapes = _output_shapes(mod, output_names(model))
+    with atomic_output_dir(Path(output)) as tmp:
+        module_path = tmp / MODULE_FILE
+        progress("linking module" + (f" with {target.cross_compiler}" if target.cross_compiler else ""))
+        _export_module(executable, module_path, target)
+        manifest = build_manifest(
+            checkpoint, target, module_path, exported.input_shapes, exported.output_names, output_shapes, coverage, labels
+        )
+        atomic_write_text(tmp / MANIFEST_NAME, manifest.to_json())
+    log.info("wrote artifact %s", output)
+    return CompileResult(Path(output), manifest, coverage)
+
+
+def _output_shapes(mod: tvm.IRModule, names: list[str]) -> dict[str, tuple[int, ...]]:
+    ty = mod["main"].ret_ty
+    fields = ty.fields if isinstance(ty, tvm.ir.TupleType) else [ty]
+    return {name: tuple(int(d) for d in f.shape.values) for name, f in zip(names, fields)}
+
+
+def describe(result: CompileResult) -> str:
+    cov = result.coverage
+    tuned = f"{cov.tuned}/{cov.tasks} tasks tuned" if cov.database else f"untuned ({cov.tasks} tasks, default schedules)"
+    return f"{result.artifact}: {result.manifest.target['name']}, {tuned}, module sha256 {result.manifest.module_sha256[:12]}"
+
+
+def manifest_summary(manifest: Manifest) -> str:
+    return json.dumps({"model": manifest.model, "target": manifest.target["name"]})

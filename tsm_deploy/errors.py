@@ -1,0 +1,13 @@
+"""Errors the user can cause or a check can raise; the CLI turns them into one line and an exit code."""
+
+
+class TsmDeployError(Exception):
+    """Bad input: a wrong path, file, target, shape or argument. Exit code 2."""
+
+    exit_code = 2
+
+
+class CheckFailed(TsmDeployError):
+    """A check ran and failed (e.g. parity above tolerance). Exit code 1."""
+
+    exit_code = 1

@@ -1,0 +1,96 @@
+"""ONNX -> Relax IRModule, and the check that the temporal shift imported as static slicing.
+
+The promise of TSM on an edge device is "zero extra FLOPs": the shift must be plain memory movement
+(strided_slice + concatenate) with static shapes. A scatter, a dynamic slice or a symbolic shape
+would mean the export went wrong (slice assignment, traced shapes) and is refused here, before any
+time is spent compiling.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+import onnx
+import tvm
+from tvm import relax
+from tvm.relax.frontend.onnx import from_onnx
+
+from .errors import CheckFailed
+
+log = logging.getLogger(__name__)
+
+# Ops that betray a shift exported through slice assignment or dynamic shapes.
+FORBIDDEN_OPS = frozenset(
+    {
+        "relax.scatter_nd",
+        "relax.scatter_elements",
+        "relax.dynamic_strided_slice",
+        "relax.nonzero",
+        "relax.shape_of",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ShiftReport:
+    op_counts: dict[str, int]
+    strided_slices: int
+    concatenates: int
+
+
+def import_onnx(proto: onnx.ModelProto) -> tvm.IRModule:
+    """Weights become constants of ``main`` (so they can be folded and prepacked at compile time)."""
+    mod = from_onnx(proto, keep_params_in_input=False)
+    return relax.transform.DecomposeOpsForInference()(mod)
+
+
+def _op_counts(mod: tvm.IRModule) -> Counter:
+    counts: Counter = Counter()
+
+    def visit(expr: relax.Expr) -> None:
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            counts[expr.op.name] += 1
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return counts
+
+
+def _symbolic_shapes(func: relax.Function) -> list[str]:
+    """Names of parameters/results whose shapes are not fully static."""
+    bad = []
+    types = [(p.name, p.ty) for p in func.params] + [("result", func.ret_ty)]
+    while types:
+        name, ty = types.pop()
+        if isinstance(ty, tvm.ir.TupleType):
+            types.extend((f"{name}[{i}]", f) for i, f in enumerate(ty.fields))
+        elif isinstance(ty, relax.TensorType):
+            shape = ty.shape
+            if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape.values):
+                bad.append(name)
+    return bad
+
+
+def check_static_shift(mod: tvm.IRModule, n_shift_buffers: int) -> ShiftReport:
+    """Fail unless the graph is static and holds at least the slices/concats of ``n_shift_buffers`` shifts.
+
+    Each online shift is two slices (the cached fold and the rest) and one concatenation.
+    """
+    counts = _op_counts(mod)
+    forbidden = sorted(op for op in counts if op in FORBIDDEN_OPS)
+    if forbidden:
+        raise CheckFailed(f"the temporal shift did not import as static slicing: found {', '.join(forbidden)}")
+    symbolic = _symbolic_shapes(mod["main"])
+    if symbolic:
+        raise CheckFailed(f"the model has dynamic shapes (at {', '.join(symbolic[:3])}); a static graph is required")
+    slices, concats = counts.get("relax.strided_slice", 0), counts.get("relax.concat", 0)
+    if slices < 2 * n_shift_buffers or concats < n_shift_buffers:
+        raise CheckFailed(
+            f"expected >= {2 * n_shift_buffers} strided_slice and >= {n_shift_buffers} concatenate for "
+            f"{n_shift_buffers} shifted blocks, found {slices} and {concats}"
+        )
+    log.info("shift check passed: %d strided_slice, %d concatenate, static shapes", slices, concats)
+    return ShiftReport(dict(counts), slices, concats)

@@ -1,0 +1,114 @@
+"""Stream frames through a compiled artifact, one at a time, with the shift buffers kept on the device.
+
+Needs only TVM's runtime and numpy (it runs on the Raspberry Pi / Jetson): no torch, no onnx, no
+compiler. Each step's ``next_shift_buffer_i`` outputs are passed, as they are (device tensors, no
+copy), as the next step's ``shift_buffer_i`` inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import TsmDeployError
+from .manifest import Manifest, read_manifest
+from .preprocess import prepare_frame
+
+log = logging.getLogger(__name__)
+
+# The original online demo averages the last 12 frames' logits before taking the argmax.
+DEFAULT_HISTORY = 12
+
+
+@dataclass(frozen=True)
+class StepResult:
+    logits: np.ndarray  # this frame's logits, (n_class,)
+    top1: int  # argmax of the (smoothed, if history > 1) logits
+    label: str | None
+
+
+def _device(kind: str):
+    import tvm
+
+    if kind == "cuda":
+        return tvm.cuda(0)
+    return tvm.cpu(0)
+
+
+class StreamingModel:
+    """A loaded artifact: ``step(frame)`` per frame, ``reset()`` between clips.
+
+    ``history``: average the logits of the last ``history`` frames before the argmax, as the
+    original demo does (1 = no smoothing).
+    """
+
+    def __init__(self, artifact_dir: Path | str, history: int = 1, check_module: bool = True) -> None:
+        import tvm
+
+        self.artifact_dir = Path(artifact_dir)
+        self.manifest: Manifest = read_manifest(self.artifact_dir, check_module=check_module)
+        self.device = _device(self.manifest.target["device"])
+        module_path = (self.artifact_dir / self.manifest.module_file).resolve()  # dlopen needs a path with a dir
+        try:
+            module = tvm.runtime.load_module(str(module_path))
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise TsmDeployError(
+                f"cannot load {module_path} (built for {self.manifest.target['arch']}/{self.manifest.target['device']}): {first}"
+            ) from None
+        self._vm = tvm.runtime.vm.VirtualMachine(module, self.device)
+        self._main = self._vm["main"]
+        self._history: deque[np.ndarray] = deque(maxlen=max(1, history))
+        self._buffers: list = []
+        self.reset()
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        return self.manifest.frame.shape
+
+    def reset(self) -> None:
+        """Start a new stream: zero shift buffers (no past frame), empty logit history."""
+        import tvm
+
+        self._buffers = [
+            tvm.runtime.tensor(np.zeros(spec.shape, dtype=spec.dtype), device=self.device)
+            for spec in self.manifest.buffers
+        ]
+        self._history.clear()
+
+    def prepare(self, frame: np.ndarray) -> np.ndarray:
+        """uint8 HxWx3 RGB -> model input, or check and pass through an already prepared tensor."""
+        if frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3:
+            return prepare_frame(frame, self.manifest.preprocess)
+        expected = self.frame_shape
+        if frame.shape == expected[1:]:
+            frame = frame[None]
+        if frame.shape != expected or frame.dtype != np.float32:
+            raise TsmDeployError(
+                f"frame of shape {tuple(frame.shape)} ({frame.dtype}): expected an HxWx3 uint8 RGB frame "
+                f"or a prepared float32 tensor of shape {expected}"
+            )
+        return np.ascontiguousarray(frame)
+
+    def run_prepared(self, tensor: np.ndarray) -> np.ndarray:
+        """One step on a prepared ``(1, 3, S, S)`` tensor; returns the logits ``(n_class,)``."""
+        import tvm
+
+        outputs = self._main(tvm.runtime.tensor(tensor, device=self.device), *self._buffers)
+        self._buffers = [outputs[i] for i in range(1, len(outputs))]
+        return outputs[0].numpy().reshape(-1)
+
+    def step(self, frame: np.ndarray) -> StepResult:
+        logits = self.run_prepared(self.prepare(frame))
+        self._history.append(logits)
+        top1 = int(np.argmax(np.mean(self._history, axis=0)))
+        labels = self.manifest.labels
+        return StepResult(logits=logits, top1=top1, label=labels[top1] if labels else None)
+
+    def buffers(self) -> list[np.ndarray]:
+        """Copies of the current shift buffers (for verification; streaming never copies them)."""
+        return [b.numpy() for b in self._buffers]

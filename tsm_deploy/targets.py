@@ -1,0 +1,197 @@
+"""Deployment targets: ``targets/*.json`` (or a user's file) -> one validated :class:`DeployTarget`.
+
+A target file is data: the TVM target (as a dict; TVM 0.27 rejects ``"llvm -mcpu=..."`` strings),
+the host for GPU targets, the cross compiler that links the module, the RPC key its devices register
+under, the folder of its tuning logs, and what to detect on the build machine (``host-cpu``,
+``num-cores``, ``cuda-arch``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import TsmDeployError
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TARGETS_DIR = Path(os.environ.get("TSM_DEPLOY_TARGETS", PROJECT_ROOT / "targets"))
+DEVICES = ("cpu", "cuda")
+ARCHES = ("x86_64", "aarch64", "armv7")
+DETECTORS = ("host-cpu", "num-cores", "cuda-arch")
+_REQUIRED = {
+    "name": str,
+    "description": str,
+    "device": str,
+    "arch": str,
+    "tvm_target": dict,
+}
+_OPTIONAL = {
+    "detect": list,
+    "host": (dict, type(None)),
+    "cross_compiler": (str, type(None)),
+    "rpc_key": (str, type(None)),
+    "tuning_logs": (str, type(None)),
+}
+# Debian package that provides each cross compiler, for the error message when one is missing.
+CROSS_COMPILER_PACKAGES = {
+    "aarch64-linux-gnu-g++": "g++-aarch64-linux-gnu",
+    "arm-linux-gnueabihf-g++": "g++-arm-linux-gnueabihf",
+}
+
+
+@dataclass(frozen=True)
+class DeployTarget:
+    name: str
+    description: str
+    device: str  # "cpu" or "cuda": where the model's kernels run
+    arch: str  # machine the compiled module's host code runs on
+    tvm_target: dict[str, Any]
+    detect: tuple[str, ...] = ()
+    host: dict[str, Any] | None = None
+    cross_compiler: str | None = None
+    rpc_key: str | None = None
+    tuning_logs: str | None = None  # folder under tuning_logs/; None: no committed records
+    source: str = field(default="", compare=False)
+
+    def tvm(self):
+        """The ``tvm.target.Target`` (imported lazily: listing targets should not load the compiler)."""
+        import tvm
+
+        if self.host is not None:
+            return tvm.target.Target(self.tvm_target, host=self.host)
+        return tvm.target.Target(self.tvm_target)
+
+    @property
+    def is_cross(self) -> bool:
+        return self.cross_compiler is not None
+
+    def missing_tools(self) -> list[str]:
+        """What this machine lacks to build for the target, as Debian package hints."""
+        if self.cross_compiler and shutil.which(self.cross_compiler) is None:
+            return [CROSS_COMPILER_PACKAGES.get(self.cross_compiler, self.cross_compiler)]
+        return []
+
+    def require_tools(self) -> None:
+        missing = self.missing_tools()
+        if missing:
+            raise TsmDeployError(
+                f"target {self.name} needs the cross compiler {self.cross_compiler}, which is not installed "
+                f"(apt-get install {' '.join(missing)}, or run scripts/install_cross_deps.sh)"
+            )
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "device": self.device,
+            "arch": self.arch,
+            "tvm_target": self.tvm_target,
+            "host": self.host,
+        }
+
+
+def _validate(data: Any, where: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise TsmDeployError(f"target file {where}: expected a JSON object")
+    for key, kind in _REQUIRED.items():
+        if key not in data:
+            raise TsmDeployError(f"target file {where}: missing field '{key}'")
+        if not isinstance(data[key], kind):
+            raise TsmDeployError(f"target file {where}: field '{key}' must be a {kind.__name__}")
+    for key, kinds in _OPTIONAL.items():
+        if key in data and not isinstance(data[key], kinds):
+            raise TsmDeployError(f"target file {where}: field '{key}' has the wrong type")
+    unknown = set(data) - set(_REQUIRED) - set(_OPTIONAL)
+    if unknown:
+        raise TsmDeployError(f"target file {where}: unknown field '{sorted(unknown)[0]}'")
+    if data["device"] not in DEVICES:
+        raise TsmDeployError(f"target file {where}: field 'device' must be one of {', '.join(DEVICES)}")
+    if data["arch"] not in ARCHES:
+        raise TsmDeployError(f"target file {where}: field 'arch' must be one of {', '.join(ARCHES)}")
+    if "kind" not in data["tvm_target"]:
+        raise TsmDeployError(f"target file {where}: field 'tvm_target' needs a 'kind'")
+    bad = [d for d in data.get("detect", []) if d not in DETECTORS]
+    if bad:
+        raise TsmDeployError(f"target file {where}: unknown detector '{bad[0]}' (known: {', '.join(DETECTORS)})")
+    return data
+
+
+def available_targets() -> list[str]:
+    return sorted(p.stem for p in TARGETS_DIR.glob("*.json"))
+
+
+def _read(name_or_path: str) -> tuple[dict[str, Any], str]:
+    path = Path(name_or_path)
+    if not (path.suffix == ".json" or os.sep in name_or_path):
+        path = TARGETS_DIR / f"{name_or_path}.json"
+        if not path.exists():
+            raise TsmDeployError(
+                f"unknown target '{name_or_path}' (known: {', '.join(available_targets())}; or pass a target .json file)"
+            )
+    if not path.exists():
+        raise TsmDeployError(f"target file not found: {path}")
+    try:
+        return json.loads(path.read_text()), str(path)
+    except json.JSONDecodeError as exc:
+        raise TsmDeployError(f"target file {path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def _detect_cuda_arch() -> str | None:
+    try:
+        import tvm
+
+        dev = tvm.cuda(0)
+        if dev.exist:
+            return "sm_" + dev.compute_version.replace(".", "")
+    except Exception:  # no driver, no GPU: fall back to what the file or the user says
+        return None
+    return None
+
+
+def _apply_detection(target: DeployTarget, cuda_arch: str | None) -> DeployTarget:
+    tvm_target = dict(target.tvm_target)
+    if "host-cpu" in target.detect:
+        from tvm.target import codegen
+
+        tvm_target["mcpu"] = codegen.llvm_get_system_cpu()
+    if "num-cores" in target.detect:
+        tvm_target["num-cores"] = os.cpu_count() or 1
+    if target.device == "cuda":
+        arch = cuda_arch or (_detect_cuda_arch() if "cuda-arch" in target.detect else None)
+        if arch:
+            tvm_target["arch"] = arch
+        elif "cuda-arch" in target.detect:
+            log.warning("no GPU detected and no --cuda-arch given: compiling for %s", tvm_target.get("arch"))
+    return replace(target, tvm_target=tvm_target)
+
+
+def load_target(name_or_path: str, cuda_arch: str | None = None) -> DeployTarget:
+    """A target by name (``targets/NAME.json``) or by path to a target file, with detection applied."""
+    data, where = _read(name_or_path)
+    data = _validate(data, where)
+    target = DeployTarget(
+        name=data["name"],
+        description=data["description"],
+        device=data["device"],
+        arch=data["arch"],
+        tvm_target=data["tvm_target"],
+        detect=tuple(data.get("detect", ())),
+        host=data.get("host"),
+        cross_compiler=data.get("cross_compiler"),
+        rpc_key=data.get("rpc_key"),
+        tuning_logs=data.get("tuning_logs"),
+        source=where,
+    )
+    target = _apply_detection(target, cuda_arch)
+    try:
+        target.tvm()
+    except Exception as exc:  # TVM's own validation of kind/attributes
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise TsmDeployError(f"target file {where}: TVM rejects tvm_target ({first})") from None
+    return target
