@@ -18,6 +18,7 @@ import hashlib
 import io
 import logging
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -67,13 +68,13 @@ def _read_checkpoint(path: Path) -> tuple[Any, str]:
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        blocked = re.search(r"GLOBAL (\S+)", str(exc))
+        if blocked:
             raise TsmDeployError(
-                f"refusing to load {path}: it holds Python objects other than tensors and plain containers "
+                f"refusing to load {path}: it references {blocked.group(1)}, not only tensors and plain containers "
                 "(loading it could run code)"
             ) from None
-        raise TsmDeployError(f"cannot read checkpoint {path}: not a PyTorch checkpoint or truncated ({first})") from None
+        raise TsmDeployError(f"cannot read checkpoint {path}: not a PyTorch checkpoint or truncated") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TsmDeployError(f"cannot read checkpoint {path}: not a PyTorch checkpoint or truncated ({first})") from None

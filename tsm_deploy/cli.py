@@ -45,8 +45,8 @@ def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _echo_args(command: str, **args: Any) -> None:
-    shown = " ".join(f"{k}={v}" for k, v in args.items() if v is not None)
-    click.echo(f"tsm-deploy {command}: {shown}", err=True)
+    """The resolved arguments, logged (shown with -v) so a failing command's stderr stays one line."""
+    log.info("%s: %s", command, " ".join(f"{k}={v}" for k, v in args.items() if v is not None))
 
 
 def _progress(message: str) -> None:

@@ -33,11 +33,13 @@ log = logging.getLogger(__name__)
 MODULE_FILE = "module.so"
 TUNING_LOGS_DIR = Path(os.environ.get("TSM_DEPLOY_TUNING_LOGS", PROJECT_ROOT / "tuning_logs"))
 DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")
+TUNING_METADATA = "tuning.json"  # written by tune.py beside the database: target, prepack flag, trials
 
 
 def model_key(config: ModelConfig) -> str:
     """Folder name of a model's tuning records: everything that changes the tuned kernels' shapes."""
-    return f"{config.arch}-s{config.input_size}-w{config.width_mult:g}-f{config.fold_div}-c{config.n_class}"
+    key = f"{config.arch}-s{config.input_size}-w{config.width_mult:g}-f{config.fold_div}-c{config.n_class}"
+    return key if config.shift else key + "-noshift"
 
 
 def tuning_database_dir(target: DeployTarget, config: ModelConfig, root: Path | None = None) -> Path | None:
@@ -61,9 +63,13 @@ class TuningCoverage:
         return {"database": self.database, "tasks": self.tasks, "tuned": self.tuned, "untuned": list(self.untuned)}
 
 
-def fuse(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+def fuse(mod: tvm.IRModule, target: tvm.target.Target, prepack: bool = False) -> tvm.IRModule:
+    """Legalize and fuse; with ``prepack``, also mark the weights of the fused functions layout-free.
+
+    Tuning and compiling must run exactly this (same ``prepack``) or the database's workloads differ.
+    """
     with target:
-        return tvm.transform.Sequential(
+        mod = tvm.transform.Sequential(
             [
                 relax.transform.CanonicalizeBindings(),
                 relax.transform.LegalizeOps(),
@@ -73,6 +79,35 @@ def fuse(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
                 relax.transform.FuseTIR(),
             ]
         )(mod)
+    return _attach_layout_free(mod) if prepack else mod
+
+
+def _attach_layout_free(mod: tvm.IRModule) -> tvm.IRModule:
+    """Mark weight buffers (constants of main) layout-free: MetaSchedule may then rewrite their layout."""
+    return relax.transform.AttachAttrLayoutFreeBuffers()(mod)
+
+
+def _prepack_weights(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """Split the tuned kernels' weight layout rewrites into functions of their own and fold them:
+    the weights are constants, so they are stored pre-packed and the kernels no longer repack them."""
+    with target:
+        return tvm.transform.Sequential(
+            [
+                relax.transform.SplitLayoutRewritePreproc(),
+                relax.transform.FoldConstant(),
+                relax.transform.DeadCodeElimination(),
+            ]
+        )(mod)
+
+
+def database_prepack(database: Path | None) -> bool:
+    """Whether ``database`` was tuned with weight prepacking (its ``tuning.json`` says so)."""
+    if database is None:
+        return False
+    try:
+        return bool(json.loads((Path(database) / TUNING_METADATA).read_text()).get("prepack", False))
+    except (FileNotFoundError, json.JSONDecodeError, AttributeError):
+        return False
 
 
 def _tir_functions(mod: tvm.IRModule) -> dict[str, Any]:
@@ -87,15 +122,30 @@ def _is_scheduled(func: Any) -> bool:
 def apply_database(
     mod: tvm.IRModule, target: tvm.target.Target, database: Path | None
 ) -> tuple[tvm.IRModule, TuningCoverage]:
-    """Schedule the fused functions that ``database`` has records for; report what it covers."""
+    """Schedule the fused functions that ``database`` has records for; report what it covers.
+
+    ``mod`` comes from :func:`fuse` without prepacking; when the database was tuned with prepacking
+    (``tuning.json``), the same layout-free marking is applied first so the workloads match, and the
+    weight layout rewrites of the tuned kernels are folded into the constants afterwards.
+    """
     before = _tir_functions(mod)
     if not has_database(database):
         return mod, TuningCoverage(None, len(before), 0, tuple(sorted(before)))
+    prepack = database_prepack(database)
+    if prepack and not _has_layout_free(mod):
+        mod = _attach_layout_free(mod)
     with target:
         mod = relax.transform.MetaScheduleApplyDatabase(str(database))(mod)
     after = _tir_functions(mod)
     untuned = tuple(sorted(name for name, f in after.items() if not _is_scheduled(f)))
-    return mod, TuningCoverage(str(database), len(after), len(after) - len(untuned), untuned)
+    coverage = TuningCoverage(str(database), len(after), len(after) - len(untuned), untuned)
+    if prepack:
+        mod = _prepack_weights(mod, target)
+    return mod, coverage
+
+
+def _has_layout_free(mod: tvm.IRModule) -> bool:
+    return any(f.attrs is not None and "layout_free_buffers" in f.attrs for f in _tir_functions(mod).values())
 
 
 @dataclass(frozen=True)

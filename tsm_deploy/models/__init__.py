@@ -26,6 +26,7 @@ class ModelConfig:
     width_mult: float = 1.0
     fold_div: int = 8
     placement: str = "residual"
+    shift: bool = True  # False: the same network without temporal shift (baseline for shift overhead)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,7 +42,8 @@ class ModelConfig:
 
 _BUILDERS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     ONLINE_MOBILENET_V2: lambda c: OnlineTSMMobileNetV2(
-        n_class=c.n_class, input_size=c.input_size, width_mult=c.width_mult, fold_div=c.fold_div, placement=c.placement
+        n_class=c.n_class, input_size=c.input_size, width_mult=c.width_mult, fold_div=c.fold_div, placement=c.placement,
+        shift=c.shift,
     ),
 }
 

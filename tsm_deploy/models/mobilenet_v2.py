@@ -121,7 +121,10 @@ class OnlineTSMMobileNetV2(nn.Module):
         width_mult: float = 1.0,
         fold_div: int = 8,
         placement: ShiftPlacement | str = ShiftPlacement.RESIDUAL,
+        shift: bool = True,
     ) -> None:
+        """``shift=False`` builds the same network (same parameter names) with the ten shifts removed,
+        and so without buffers: the baseline that measures what the shift costs."""
         super().__init__()
         if input_size % 32:
             raise ValueError(f"input_size must be a multiple of 32, got {input_size}")
@@ -142,7 +145,7 @@ class OnlineTSMMobileNetV2(nn.Module):
             output_channel = make_divisible(c * width_mult) if t > 1 else c
             for i in range(n):
                 stride = s if i == 0 else 1
-                if block_index in SHIFT_BLOCK_INDICES:
+                if shift and block_index in SHIFT_BLOCK_INDICES:
                     features.append(InvertedResidualWithShift(input_channel, output_channel, t, fold_div, placement))
                     buffers.append(BufferSpec(fold_size(input_channel, fold_div), size, size))
                 else:
