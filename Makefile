@@ -33,5 +33,11 @@ test: setup
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# Side-by-side latency (TVM vs ONNX Runtime vs PyTorch) of the default model with the committed
+# tuning records; writes benchmarks/<target>.json and .png. Run on an idle machine.
+BENCH_TARGET ?= x86-avx512
+bench: setup
+	$(BIN)/python scripts/bench.py --target $(BENCH_TARGET) --output benchmarks/
+
 clean:
 	rm -rf $(OUT) .pytest_cache

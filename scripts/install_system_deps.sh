@@ -1,14 +1,30 @@
 #!/usr/bin/env bash
-# Debian packages the project needs beyond Python: cross compilers (Raspberry Pi, Jetson host code),
-# QEMU user-mode emulation and mmdebstrap (emulated Raspberry Pi parity). Installs only what is missing.
+# Debian packages the project needs beyond Python: cross compilers for the Raspberry Pi and Jetson
+# targets, the tools that cross-build the TVM runtime for aarch64, and QEMU + mmdebstrap for the
+# emulated Raspberry Pi parity check. Idempotent: installs only what is missing.
 set -euo pipefail
-packages=(g++-aarch64-linux-gnu gcc-aarch64-linux-gnu g++-arm-linux-gnueabihf gcc-arm-linux-gnueabihf qemu-user-static mmdebstrap cmake)
+
+PACKAGES=(
+  cmake ninja-build                               # build the TVM runtime
+  gcc-aarch64-linux-gnu g++-aarch64-linux-gnu     # aarch64 cross toolchain (+ binutils: strip)
+  gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf # 32-bit Raspberry Pi OS (rasp4-armv7)
+  qemu-user-static                                # qemu-aarch64-static: run arm64 programs
+  mmdebstrap                                      # Debian arm64 root filesystem (python3, numpy)
+)
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO=(sudo)
+fi
+
 missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
-SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-echo "installing Debian packages: ${missing[*]}"
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" apt-get update -q
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"

@@ -151,12 +151,76 @@ def compile_command(
 
 
 @main.command()
+@checkpoint_options
+@click.option("--target", "-t", "target_name", required=True, help="Target name (see `tsm-deploy targets`) or .json file.")
+@click.option("--trials", type=click.IntRange(min=1), required=True, help="Trials per task (in all: a resumed run adds up to this).")
+@click.option("--rpc-tracker", default=None, metavar="HOST:PORT", help="Measure on the devices registered at this RPC tracker.")
+@click.option("--rpc-key", default=None, help="Device key at the tracker (default: the target's rpc_key).")
+@click.option("--max-tasks", type=click.IntRange(min=1), default=None, help="Tune only the N most expensive tasks.")
+@click.option(
+    "--database",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Database directory (default: tuning_logs/<target>/<model>/, which compile reads).",
+)
+@click.option("--no-prepack", is_flag=True, help="Do not rewrite weight layouts (default: on for CPU targets).")
+@click.option("--cuda-arch", default=None, help="CUDA architecture (e.g. sm_86) for the cuda target.")
+@handles_errors
+def tune(
+    checkpoint: Path | None,
+    input_size: int | None,
+    fold_div: int | None,
+    target_name: str,
+    trials: int,
+    rpc_tracker: str | None,
+    rpc_key: str | None,
+    max_tasks: int | None,
+    database: Path | None,
+    no_prepack: bool,
+    cuda_arch: str | None,
+) -> None:
+    """Tune a model's kernels for a target with MetaSchedule (resumable; records go to tuning_logs/)."""
+    from .targets import load_target
+    from .tune import RpcConfig, parse_tracker, tune_model
+
+    _echo_args("tune", checkpoint=checkpoint, target=target_name, trials=trials, rpc_tracker=rpc_tracker,
+               rpc_key=rpc_key, max_tasks=max_tasks, database=database)
+    target = load_target(target_name, cuda_arch=cuda_arch)
+    target.require_tools()
+    rpc = None
+    if rpc_tracker is not None:
+        host, port = parse_tracker(rpc_tracker)
+        key = rpc_key or target.rpc_key
+        if not key:
+            raise TsmDeployError(f"target {target.name} has no rpc_key: pass --rpc-key")
+        rpc = RpcConfig(host, port, key)
+    elif rpc_key is not None:
+        raise TsmDeployError("--rpc-key needs --rpc-tracker HOST:PORT")
+    loaded = _load_checkpoint(checkpoint, input_size, fold_div)
+
+    def progress(task: str, done: int, wanted: int, best_us: float | None) -> None:
+        best = f"{best_us:.1f} us" if best_us is not None else "no valid trial yet"
+        click.echo(f"  .. {task}: {min(done, wanted)}/{wanted} trials, best {best}", err=True)
+
+    summary = tune_model(
+        loaded, target, trials, database_dir=database, rpc=rpc, prepack=False if no_prepack else None,
+        max_tasks=max_tasks, progress=progress,
+    )
+    if summary.untuned_tasks:
+        click.echo(f"not tuned yet: {len(summary.untuned_tasks)} tasks (run again to continue)", err=True)
+    click.echo(f"tuned {summary.line()}")
+
+
+@main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @checkpoint_options
 @click.option("--frames", type=int, default=32, show_default=True, help="Frames to stream.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random frames.")
 @click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Max abs error allowed (logits, buffers).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write the report here.")
+@click.option("--emulate", is_flag=True, help="Run an aarch64 artifact on an emulated Cortex-A72 (QEMU).")
+@click.option("--qemu-cpu", default=None, help="CPU QEMU emulates with --emulate (default cortex-a72).")
+@click.option("--rpc", "rpc_address", default=None, metavar="HOST:PORT", help="Run on a device's TVM RPC server.")
 @handles_errors
 def verify(
     artifact: Path,
@@ -167,21 +231,45 @@ def verify(
     seed: int,
     tolerance: float,
     json_path: Path | None,
+    emulate: bool,
+    qemu_cpu: str | None,
+    rpc_address: str | None,
 ) -> None:
-    """Stream frames through PyTorch and the artifact; exit 1 if they disagree."""
+    """Stream frames through PyTorch and the artifact; exit 1 if they disagree.
+
+    Where the artifact runs: this machine (default), an emulated Raspberry Pi 4 (--emulate), or a
+    device's TVM RPC server (--rpc)."""
     from .runtime.manifest import read_manifest
     from .verify import verify_artifact, write_report
 
-    _echo_args("verify", artifact=artifact, checkpoint=checkpoint, frames=frames, json=json_path)
+    _echo_args("verify", artifact=artifact, checkpoint=checkpoint, frames=frames, json=json_path, rpc=rpc_address)
+    if emulate and rpc_address:
+        raise TsmDeployError("--emulate and --rpc exclude each other")
     manifest = read_manifest(artifact)
     if input_size is None:
         input_size = manifest.model.get("input_size")
     if fold_div is None:
         fold_div = manifest.model.get("fold_div")
     loaded = _load_checkpoint(checkpoint, input_size, fold_div)
+    runner = None
+    if emulate:
+        from .emulate import EmulatedRunner
+
+        runner = EmulatedRunner(artifact, qemu_cpu=qemu_cpu, progress=_progress)
+    elif rpc_address:
+        from .remote import RpcRunner
+
+        _progress(f"uploading the module to {rpc_address}")
+        runner = RpcRunner(artifact, rpc_address)
     with click.progressbar(length=frames, label="  comparing frames", file=sys.stderr) as bar:
         report = verify_artifact(
-            artifact, loaded, frames=frames, seed=seed, tolerance=tolerance, progress=lambda done, _: bar.update(done - bar.pos)
+            artifact,
+            loaded,
+            frames=frames,
+            seed=seed,
+            tolerance=tolerance,
+            runner=runner,
+            progress=lambda done, _: bar.update(done - bar.pos),
         )
     click.echo(report.table())
     if json_path:
@@ -189,6 +277,118 @@ def verify(
         click.echo(f"wrote {json_path}")
     if not report.passed:
         sys.exit(EXIT_CHECK_FAILED)
+
+
+@main.command(name="targets")
+@click.argument("names", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@handles_errors
+def targets_command(names: tuple[str, ...], as_json: bool) -> None:
+    """List deployment targets (or check the given names / target .json files) and what this machine
+    has for each: cross compiler, emulator, GPU, committed tuning records for the default model."""
+    from .target_status import format_target_status, target_status
+    from .targets import available_targets, load_target
+
+    quiet = logging.getLogger("tsm_deploy.targets")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # "no GPU detected" is what the listing reports, not a warning
+    try:
+        statuses = [target_status(load_target(name)) for name in (names or available_targets())]
+    finally:
+        quiet.setLevel(level)
+    if as_json:
+        click.echo(json.dumps(statuses, indent=2))
+    else:
+        click.echo("\n".join(format_target_status(s) for s in statuses))
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@checkpoint_options
+@click.option("--frames", type=int, default=200, show_default=True, help="Timed frames per runner.")
+@click.option("--warmup", type=int, default=20, show_default=True, help="Untimed frames per runner first.")
+@click.option("--threads", type=int, default=None, help="Threads for every runner (default: all cores).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write the report here.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write a PNG bar chart here.")
+@click.option("--no-shift-overhead", is_flag=True, help="Skip compiling and timing the network without shifts.")
+@handles_errors
+def bench(
+    artifact: Path,
+    checkpoint: Path | None,
+    input_size: int | None,
+    fold_div: int | None,
+    frames: int,
+    warmup: int,
+    threads: int | None,
+    json_path: Path | None,
+    plot_path: Path | None,
+    no_shift_overhead: bool,
+) -> None:
+    """Per-frame latency of the artifact, ONNX Runtime and PyTorch side by side, and the shift's overhead."""
+    from .bench import benchmark, write_report
+    from .runtime.manifest import read_manifest
+
+    _echo_args("bench", artifact=artifact, checkpoint=checkpoint, frames=frames, warmup=warmup, json=json_path, plot=plot_path)
+    manifest = read_manifest(artifact)
+    if checkpoint is None and input_size is None and fold_div is None:
+        # the default model at the artifact's exact configuration (width, classes...), as compiled
+        from .checkpoint import default_checkpoint
+        from .models import ModelConfig
+
+        compiled = {k: v for k, v in manifest.model.items() if k not in ("checkpoint_sha256", "source")}
+        try:
+            loaded = default_checkpoint(ModelConfig.from_dict(compiled))
+        except (TypeError, ValueError) as exc:
+            raise TsmDeployError(f"{artifact}: manifest has a model config this version cannot rebuild ({exc})") from None
+        click.echo(f"note: no --checkpoint given: using the {loaded.source}", err=True)
+    else:
+        loaded = _load_checkpoint(
+            checkpoint,
+            input_size if input_size is not None else manifest.model.get("input_size"),
+            fold_div if fold_div is not None else manifest.model.get("fold_div"),
+        )
+    bar: Any = None
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=total, label="  timing frames", file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        report = benchmark(
+            artifact,
+            loaded,
+            frames=frames,
+            warmup=warmup,
+            threads=threads,
+            shift_overhead=not no_shift_overhead,
+            progress=on_progress,
+            stage=_progress,
+        )
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    click.echo(report.table())
+    write_report(report, json_path, plot_path)
+    for path in (json_path, plot_path):
+        if path:
+            click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Default: ARTIFACT.tar.gz")
+@handles_errors
+def bundle(artifact: Path, output: Path | None) -> None:
+    """Pack an artifact with the thin runtime (and, for aarch64, TVM's runtime) into one tarball for the device."""
+    from .bundle import make_bundle
+    from .runtime.manifest import read_manifest
+
+    read_manifest(artifact)  # refuse a tampered artifact before packing it
+    path = make_bundle(artifact, output, progress=_progress)
+    click.echo(f"wrote {path}; on the device: tar xzf {path.name}, then see README.txt inside")
 
 
 @main.command()

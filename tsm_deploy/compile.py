@@ -116,7 +116,8 @@ def _tir_functions(mod: tvm.IRModule) -> dict[str, Any]:
 
 def _is_scheduled(func: Any) -> bool:
     attrs = func.attrs
-    return attrs is not None and "tir.is_scheduled" in attrs and bool(attrs["tir.is_scheduled"])
+    # TVM 0.27 renamed the attribute with the tir -> tirx move; accept both
+    return attrs is not None and any(key in attrs and bool(attrs[key]) for key in ("tirx.is_scheduled", "tir.is_scheduled"))
 
 
 def apply_database(

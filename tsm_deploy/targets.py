@@ -83,7 +83,7 @@ class DeployTarget:
         if missing:
             raise TsmDeployError(
                 f"target {self.name} needs the cross compiler {self.cross_compiler}, which is not installed "
-                f"(apt-get install {' '.join(missing)}, or run scripts/install_cross_deps.sh)"
+                f"(apt-get install {' '.join(missing)}, or run scripts/install_system_deps.sh)"
             )
 
     def to_manifest(self) -> dict[str, Any]:
@@ -171,6 +171,17 @@ def _apply_detection(target: DeployTarget, cuda_arch: str | None) -> DeployTarge
     return replace(target, tvm_target=tvm_target)
 
 
+def _check_llvm_cpu(spec: dict[str, Any] | None, where: str, field_name: str) -> None:
+    """TVM accepts any ``mcpu`` string and LLVM then silently builds for a generic CPU: catch typos."""
+    if not spec or spec.get("kind") != "llvm" or "mcpu" not in spec:
+        return
+    from tvm.target import codegen
+
+    triple = spec.get("mtriple") or codegen.llvm_get_system_triple()
+    if not codegen.llvm_is_valid_cpu(spec["mcpu"], triple):
+        raise TsmDeployError(f"target file {where}: {field_name}.mcpu '{spec['mcpu']}' is not a CPU LLVM knows for {triple}")
+
+
 def load_target(name_or_path: str, cuda_arch: str | None = None) -> DeployTarget:
     """A target by name (``targets/NAME.json``) or by path to a target file, with detection applied."""
     data, where = _read(name_or_path)
@@ -189,6 +200,8 @@ def load_target(name_or_path: str, cuda_arch: str | None = None) -> DeployTarget
         source=where,
     )
     target = _apply_detection(target, cuda_arch)
+    for field_name, spec in (("tvm_target", target.tvm_target), ("host", target.host)):
+        _check_llvm_cpu(spec, where, field_name)
     try:
         target.tvm()
     except Exception as exc:  # TVM's own validation of kind/attributes

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -50,6 +51,12 @@ class HostRunner:
     def __init__(self, artifact_dir: Path) -> None:
         from .runtime.stream import StreamingModel
 
+        target = read_manifest(artifact_dir).target
+        if target["arch"] != platform.machine():
+            raise TsmDeployError(
+                f"{artifact_dir} is built for {target['name']} ({target['arch']}), not this {platform.machine()} machine: "
+                "verify it with --emulate (aarch64) or --rpc HOST:PORT on the device"
+            )
         self.model = StreamingModel(artifact_dir)
 
     def run(self, frames: np.ndarray) -> list[tuple[np.ndarray, list[np.ndarray]]]:

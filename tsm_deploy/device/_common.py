@@ -12,12 +12,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import TsmDeployError
+
 logger = logging.getLogger("tsm_deploy.device")
 
 Progress = Callable[[str], None]
 
 
-class ToolchainMissing(RuntimeError):
+class ToolchainMissing(TsmDeployError):
     """A host tool the device build needs is not installed; the message names its Debian package."""
 
 
@@ -84,7 +86,7 @@ def require_tool(name: str, debian_package: str) -> str:
     if path is None:
         raise ToolchainMissing(
             f"'{name}' not found on PATH: install it with `apt-get install {debian_package}` "
-            "(or run scripts/install_cross_deps.sh)"
+            "(or run scripts/install_system_deps.sh)"
         )
     return path
 
@@ -121,6 +123,7 @@ def atomic_cache_entry(final: Path) -> Iterator[Path]:
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; cache entries are meant to be shared
     try:
         yield tmp
         try:

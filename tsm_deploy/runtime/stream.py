@@ -35,8 +35,44 @@ def _device(kind: str):
     import tvm
 
     if kind == "cuda":
-        return tvm.cuda(0)
+        device = tvm.cuda(0)
+        if not device.exist:
+            raise TsmDeployError(
+                "this artifact runs on a CUDA GPU and none is usable here (no NVIDIA GPU or driver, "
+                "or a TVM runtime built without CUDA)"
+            )
+        _ensure_cuda_jit()
+        return device
     return tvm.cpu(0)
+
+
+def _ensure_cuda_jit() -> None:
+    """TVM 0.27 keeps a CUDA module's kernels as CUDA C source and compiles them when the module is
+    loaded, through the Python callback ``tvm_callback_cuda_compile`` (``tvm.support.nvcc``): NVRTC
+    from the ``cuda-bindings`` package by default, or ``nvcc`` with ``TVM_CUDA_COMPILE_MODE=nvcc``.
+    Pick nvcc when only nvcc is there, and say what is missing when neither is."""
+    import importlib.util
+    import os
+    import shutil
+
+    try:
+        import tvm.support.nvcc  # noqa: F401  (registers tvm_callback_cuda_compile)
+    except ImportError as exc:
+        raise TsmDeployError(
+            f"loading a CUDA artifact compiles its kernels, which needs tvm.support.nvcc ({exc})"
+        ) from None
+    if os.environ.get("TVM_CUDA_COMPILE_MODE"):
+        return
+    if importlib.util.find_spec("cuda") is not None and importlib.util.find_spec("cuda.bindings") is not None:
+        return  # NVRTC, TVM's default
+    if shutil.which("nvcc"):
+        log.info("cuda-bindings is not installed: compiling the CUDA kernels with nvcc")
+        os.environ["TVM_CUDA_COMPILE_MODE"] = "nvcc"
+        return
+    raise TsmDeployError(
+        "loading a CUDA artifact compiles its kernels (they are stored as CUDA source): install "
+        "cuda-bindings (NVRTC) or put the CUDA toolkit's nvcc on PATH"
+    )
 
 
 class StreamingModel:
@@ -48,6 +84,7 @@ class StreamingModel:
 
     def __init__(self, artifact_dir: Path | str, history: int = 1, check_module: bool = True) -> None:
         import tvm
+        import tvm.runtime.vm  # noqa: F401  (a runtime-only `import tvm`, as on the device, does not load it)
 
         self.artifact_dir = Path(artifact_dir)
         self.manifest: Manifest = read_manifest(self.artifact_dir, check_module=check_module)
@@ -99,6 +136,8 @@ class StreamingModel:
         import tvm
 
         outputs = self._main(tvm.runtime.tensor(tensor, device=self.device), *self._buffers)
+        if hasattr(outputs, "numpy"):  # a model without shift buffers returns the logits alone, not a tuple
+            return outputs.numpy().reshape(-1)
         self._buffers = [outputs[i] for i in range(1, len(outputs))]
         return outputs[0].numpy().reshape(-1)
 

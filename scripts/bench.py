@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Produce the committed benchmark figures: compile the default model for a target (with its committed
+tuning records), time it against ONNX Runtime and PyTorch in one process, and write
+``<output>/<target>.json`` and ``<output>/<target>.png``; print the table.
+
+    .venv/bin/python scripts/bench.py --target x86-avx512 [--output benchmarks/] [--frames 300]
+
+Run it on an otherwise idle machine: the JSON records the load average before and after, and a
+note when the machine was busy. The target must run on this machine (a CPU target of this arch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from tsm_deploy.bench import DEFAULT_WARMUP, benchmark, write_report
+from tsm_deploy.checkpoint import default_checkpoint
+from tsm_deploy.compile import compile_artifact, tuning_database_dir
+from tsm_deploy.errors import TsmDeployError
+from tsm_deploy.targets import load_target
+
+MIN_FRAMES = 200
+log = logging.getLogger("bench")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", required=True, help="target name (targets/NAME.json)")
+    parser.add_argument("--output", type=Path, default=Path("benchmarks"), help="folder for <target>.json/.png")
+    parser.add_argument("--frames", type=int, default=MIN_FRAMES, help=f"timed frames per runner (>= {MIN_FRAMES})")
+    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP)
+    parser.add_argument("--threads", type=int, default=None, help="default: all cores")
+    parser.add_argument("--keep-artifact", type=Path, default=None, help="compile into this folder and keep it")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.frames < MIN_FRAMES:
+        parser.error(f"--frames must be >= {MIN_FRAMES} for committed figures")
+    try:
+        target = load_target(args.target)
+        checkpoint = default_checkpoint()
+        database = tuning_database_dir(target, checkpoint.config)
+        with tempfile.TemporaryDirectory(prefix="tsm-bench-") as tmp:
+            artifact = args.keep_artifact or Path(tmp) / args.target
+            log.info("compiling the default model for %s (tuning records: %s)", target.name, database)
+            result = compile_artifact(checkpoint, target, artifact, progress=lambda m: log.info("%s", m))
+            cov = result.coverage
+            if cov.database:
+                log.info("tuning records cover %d of %d tasks", cov.tuned, cov.tasks)
+            else:
+                log.warning("no tuning records for %s: the TVM figure is for default (untuned) schedules", target.name)
+
+            def progress(done: int, total: int) -> None:
+                if done == total or done % max(1, total // 10) < 10:
+                    log.info("timed %d/%d frames", done, total)
+
+            report = benchmark(
+                artifact,
+                checkpoint,
+                frames=args.frames,
+                warmup=args.warmup,
+                threads=args.threads,
+                progress=progress,
+                stage=lambda message: log.info("%s", message),
+            )
+    except TsmDeployError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    args.output.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = args.output / f"{args.target}.json", args.output / f"{args.target}.png"
+    write_report(report, json_path, png_path)
+    print(report.table())
+    print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Run an artifact on a real device through a TVM RPC server (``python -m tvm.exec.rpc_server`` on the Pi).
+
+The module is uploaded, loaded remotely, and the Relax VM is driven over RPC with
+``set_input`` / ``invoke_stateful`` / ``get_outputs``; the shift buffers stay on the device between
+steps (the outputs' remote handles are fed back as the next inputs).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import TsmDeployError
+from .runtime.manifest import Manifest, read_manifest
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+SESSION_TIMEOUT_S = 600
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise TsmDeployError(f"RPC address must be HOST:PORT, got {address!r}")
+    return host, int(port)
+
+
+def _check_reachable(host: str, port: int, what: str) -> None:
+    """A plain TCP connect first: TVM's own connect retries for a long time and then raises a traceback."""
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise TsmDeployError(f"{what} at {host}:{port} does not answer ({reason})") from None
+
+
+def connect(address: str, session_timeout: int = SESSION_TIMEOUT_S) -> Any:
+    from tvm import rpc
+
+    host, port = parse_address(address)
+    _check_reachable(host, port, "RPC server")
+    try:
+        return rpc.connect(host, port, session_timeout=session_timeout)
+    except Exception as exc:  # the server answered TCP but not the RPC handshake
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise TsmDeployError(f"RPC server at {address} refused the session ({first})") from None
+
+
+class RemoteArtifact:
+    """An artifact uploaded to, and loaded on, an RPC server."""
+
+    def __init__(self, artifact_dir: Path, address: str) -> None:
+        import tvm
+
+        self.manifest: Manifest = read_manifest(artifact_dir)
+        self.session = connect(address)
+        self.address = address
+        module_path = Path(artifact_dir) / self.manifest.module_file
+        remote_name = f"tsm_{self.manifest.module_sha256[:16]}.so"
+        log.info("uploading %s to %s", module_path, address)
+        self.session.upload(str(module_path), target=remote_name)
+        try:
+            module = self.session.load_module(remote_name)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise TsmDeployError(
+                f"the device at {address} cannot load a module built for {self.manifest.target['name']} "
+                f"({self.manifest.target['arch']}): {first}"
+            ) from None
+        self.device = self.session.cuda(0) if self.manifest.target["device"] == "cuda" else self.session.cpu(0)
+        self.vm = tvm.runtime.vm.VirtualMachine(module, self.device)
+
+    def zero_buffers(self) -> list[Any]:
+        import tvm
+
+        return [tvm.runtime.tensor(np.zeros(s.shape, s.dtype), device=self.device) for s in self.manifest.buffers]
+
+    def step(self, frame: np.ndarray, buffers: list[Any]) -> tuple[Any, list[Any]]:
+        import tvm
+
+        self.vm.set_input("main", tvm.runtime.tensor(frame, device=self.device), *buffers)
+        self.vm.invoke_stateful("main")
+        outputs = self.vm.get_outputs("main")
+        return outputs[0], list(outputs[1:])
+
+    def latencies_ms(self, frames: int, warmup: int = 5) -> list[float]:
+        """Per-frame latency measured on the device by TVM's time evaluator (one run per sample)."""
+        frame = np.zeros(self.manifest.frame.shape, dtype=np.float32)
+        import tvm
+
+        self.vm.set_input("main", tvm.runtime.tensor(frame, device=self.device), *self.zero_buffers())
+        timer = self.vm.time_evaluator("invoke_stateful", self.device, number=1, repeat=frames, min_repeat_ms=0)
+        for _ in range(warmup):
+            self.vm.invoke_stateful("main")
+        return [t * 1000.0 for t in timer("main").results]
+
+
+class RpcRunner:
+    """verify's runner for a real device: same frames, same report as on the host."""
+
+    def __init__(self, artifact_dir: Path, address: str) -> None:
+        self.name = f"rpc {address}"
+        self.remote = RemoteArtifact(artifact_dir, address)
+
+    def run(self, frames: np.ndarray) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+        buffers = self.remote.zero_buffers()
+        results = []
+        for i, frame in enumerate(frames):
+            logits, buffers = self.remote.step(np.ascontiguousarray(frame), buffers)
+            results.append((logits.numpy().reshape(-1), [b.numpy() for b in buffers]))
+            log.info("rpc frame %d/%d", i + 1, len(frames))
+        return results
