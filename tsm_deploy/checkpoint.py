@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_write_bytes
-from .errors import TsmDeployError
+from .errors import TsmDeployError, one_line
 from .models import ONLINE_MOBILENET_V2, ModelConfig, build_model
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def _read_checkpoint(path: Path) -> tuple[Any, str]:
             ) from None
         raise TsmDeployError(f"cannot read checkpoint {path}: not a PyTorch checkpoint or truncated") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = one_line(exc)
         raise TsmDeployError(f"cannot read checkpoint {path}: not a PyTorch checkpoint or truncated ({first})") from None
     return obj, _sha256_bytes(data)
 

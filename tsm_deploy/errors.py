@@ -11,3 +11,9 @@ class CheckFailed(TsmDeployError):
     """A check ran and failed (e.g. parity above tolerance). Exit code 1."""
 
     exit_code = 1
+
+
+def one_line(exc: BaseException) -> str:
+    """The line of a third-party exception worth showing: TVM and torch put the message last."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(exc).__name__

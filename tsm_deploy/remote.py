@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import TsmDeployError
+from .errors import TsmDeployError, one_line
 from .runtime.manifest import Manifest, read_manifest
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def connect(address: str, session_timeout: int = SESSION_TIMEOUT_S) -> Any:
     try:
         return rpc.connect(host, port, session_timeout=session_timeout)
     except Exception as exc:  # the server answered TCP but not the RPC handshake
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        first = one_line(exc)
         raise TsmDeployError(f"RPC server at {address} refused the session ({first})") from None
 
 
@@ -68,7 +68,7 @@ class RemoteArtifact:
         try:
             module = self.session.load_module(remote_name)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            first = one_line(exc)
             raise TsmDeployError(
                 f"the device at {address} cannot load a module built for {self.manifest.target['name']} "
                 f"({self.manifest.target['arch']}): {first}"

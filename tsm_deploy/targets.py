@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import TsmDeployError
+from .errors import TsmDeployError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +205,6 @@ def load_target(name_or_path: str, cuda_arch: str | None = None) -> DeployTarget
     try:
         target.tvm()
     except Exception as exc:  # TVM's own validation of kind/attributes
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        first = one_line(exc)
         raise TsmDeployError(f"target file {where}: TVM rejects tvm_target ({first})") from None
     return target

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import TsmDeployError
+from ..errors import TsmDeployError, one_line
 from .manifest import Manifest, read_manifest
 from .preprocess import prepare_frame
 
@@ -93,7 +93,7 @@ class StreamingModel:
         try:
             module = tvm.runtime.load_module(str(module_path))
         except Exception as exc:
-            first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            first = one_line(exc)
             raise TsmDeployError(
                 f"cannot load {module_path} (built for {self.manifest.target['arch']}/{self.manifest.target['device']}): {first}"
             ) from None
