@@ -118,3 +118,34 @@ def test_run_streams_frames(small_artifact):
     result = invoke("run", small_artifact, "--frames", 3)
     assert result.exit_code == 0, result.output
     assert len([line for line in result.stdout.splitlines() if "top1=" in line]) == 3
+
+
+def _write_video(path, frames: int = 4, size=(96, 128)) -> None:
+    """A real encoded video file (MPEG-4 part 2 in MP4), written with PyAV."""
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.height, stream.width = size
+        stream.pix_fmt = "yuv420p"
+        for _ in range(frames):
+            image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def test_run_streams_a_video_file(tmp_path, small_artifact):
+    video = tmp_path / "clip.mp4"
+    _write_video(video, frames=4)
+    result = invoke("run", small_artifact, "--video", video, "--frames", 10)
+    assert result.exit_code == 0, result.output
+    assert len([line for line in result.stdout.splitlines() if "top1=" in line]) == 4
+
+
+def test_run_refuses_a_file_that_is_not_a_video(tmp_path, small_artifact):
+    bogus = tmp_path / "clip.mp4"
+    bogus.write_bytes(b"not a video at all")
+    result = invoke("run", small_artifact, "--video", bogus)
+    assert_one_line_error(result, "cannot read video")
