@@ -141,3 +141,21 @@ def test_bad_committed_file_fails_the_listing(tmp_path: Path, monkeypatch: pytes
     result = CliRunner().invoke(main, ["targets"])
     assert result.exit_code == 2
     assert "worse.json" in _one_error_line(result)
+
+
+def test_detected_x86_uses_the_tuning_records_of_its_instruction_set():
+    from tsm_deploy.targets import load_target
+
+    flags = set()
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
+        expected = "x86-avx512"
+    elif {"avx2", "fma"} <= flags:
+        expected = "x86-avx2"
+    else:
+        expected = None
+    assert load_target("x86").tuning_logs == expected

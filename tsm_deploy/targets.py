@@ -154,12 +154,29 @@ def _detect_cuda_arch() -> str | None:
     return None
 
 
+# Committed x86 records are per instruction-set level; a detected x86 CPU uses the richest it has.
+_X86_LOG_LEVELS = ((("avx512f", "avx512bw", "avx512dq", "avx512vl"), "x86-avx512"), (("avx2", "fma"), "x86-avx2"))
+
+
+def _x86_tuning_logs(tvm_target: dict[str, Any]) -> str | None:
+    import tvm
+    from tvm.target import codegen
+
+    target = tvm.target.Target(tvm_target)
+    for features, folder in _X86_LOG_LEVELS:
+        if codegen.llvm_cpu_has_features(list(features), target):
+            return folder
+    return None
+
+
 def _apply_detection(target: DeployTarget, cuda_arch: str | None) -> DeployTarget:
     tvm_target = dict(target.tvm_target)
+    tuning_logs = target.tuning_logs
     if "host-cpu" in target.detect:
         from tvm.target import codegen
 
         tvm_target["mcpu"] = codegen.llvm_get_system_cpu()
+        tuning_logs = tuning_logs or _x86_tuning_logs(tvm_target)
     if "num-cores" in target.detect:
         tvm_target["num-cores"] = os.cpu_count() or 1
     if target.device == "cuda":
@@ -168,7 +185,7 @@ def _apply_detection(target: DeployTarget, cuda_arch: str | None) -> DeployTarge
             tvm_target["arch"] = arch
         elif "cuda-arch" in target.detect:
             log.warning("no GPU detected and no --cuda-arch given: compiling for %s", tvm_target.get("arch"))
-    return replace(target, tvm_target=tvm_target)
+    return replace(target, tvm_target=tvm_target, tuning_logs=tuning_logs)
 
 
 def _check_llvm_cpu(spec: dict[str, Any] | None, where: str, field_name: str) -> None:
