@@ -43,3 +43,23 @@ def test_rpc_server_that_does_not_answer(small_artifact, small_checkpoint_file):
 def test_bad_rpc_address(address):
     with pytest.raises(TsmDeployError, match="HOST:PORT"):
         parse_address(address)
+
+
+def test_bench_over_rpc(rpc_server, small_artifact, tmp_path):
+    import json
+
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(
+        main, ["bench", str(small_artifact), "--rpc", rpc_server, "--frames", "5", "--warmup", "1", "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["tvm"]["frames"] == 5 and data["tvm"]["median_ms"] > 0 and data["device"] == f"rpc {rpc_server}"
+
+
+def test_verify_without_checkpoint_rebuilds_the_default_model_at_the_compiled_configuration(small_artifact):
+    """No --checkpoint: the reference is the default model at the artifact's configuration (10 classes,
+    width 0.5, 64x64), not the 27-class full-width one, so the comparison runs (exit 1: the small
+    artifact was compiled from other seeded weights) instead of refusing the shapes (exit 2)."""
+    result = CliRunner().invoke(main, ["verify", str(small_artifact), "--frames", "2"])
+    assert result.exit_code == 1 and "FAIL" in result.stdout, result.output

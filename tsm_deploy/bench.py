@@ -365,7 +365,49 @@ def _coverage_text(cov: dict[str, Any]) -> str:
     return f"{cov['tuned']}/{cov['tasks']} tasks ({cov['database']})"
 
 
-def write_report(report: BenchReport, json_path: Path | None = None, plot_path: Path | None = None) -> None:
+@dataclass
+class RemoteBenchReport:
+    """Latency of the artifact measured on a device through TVM RPC (TVM's time evaluator runs on the
+    device; the host only collects the samples). ONNX Runtime and PyTorch are not on the device, so
+    there is no side-by-side comparison here: that is what the host benchmark is for."""
+
+    artifact: str
+    target: str
+    device: str
+    tvm: RunnerStats
+
+    def to_json(self) -> str:
+        tvm_stats = {**self.tvm.to_dict(), "peak_rss_mb": None}  # the device process's memory: RPC does not say
+        tvm_stats.pop("setup_rss_mb")
+        return json.dumps({"tvm": tvm_stats, "artifact": self.artifact, "target": self.target, "device": self.device},
+                          indent=2) + "\n"
+
+    def table(self) -> str:
+        s = self.tvm
+        return (
+            f"{'runner':<12} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8} {'fps':>8}\n"
+            f"{'tvm (rpc)':<12} {s.median_ms:>10.2f} {s.p10_ms:>8.2f} {s.p90_ms:>8.2f} {s.fps:>8.1f}\n"
+            f"measured on {self.device} ({self.target}), {s.frames} frames"
+        )
+
+    def plot(self, path: Path) -> None:
+        raise TsmDeployError("--plot is not available with --rpc")
+
+
+def benchmark_remote(artifact_dir: Path, address: str, frames: int = 200, warmup: int = 20) -> RemoteBenchReport:
+    """Per-frame latency of ``artifact_dir`` on the device behind a TVM RPC server."""
+    from .remote import RemoteArtifact
+
+    if frames < 1:
+        raise TsmDeployError(f"--frames must be >= 1, got {frames}")
+    remote = RemoteArtifact(Path(artifact_dir), address)
+    samples = [ms / 1e3 for ms in remote.latencies_ms(frames, warmup=warmup)]
+    # peak RSS is the device process's, which RPC does not report
+    stats = RunnerStats.from_samples("tvm", samples, peak_rss=0, setup_rss=0)
+    return RemoteBenchReport(str(artifact_dir), remote.manifest.target["name"], f"rpc {address}", stats)
+
+
+def write_report(report: BenchReport | RemoteBenchReport, json_path: Path | None = None, plot_path: Path | None = None) -> None:
     if json_path is not None:
         atomic_write_text(Path(json_path), report.to_json())
     if plot_path is not None:

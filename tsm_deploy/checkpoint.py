@@ -20,7 +20,7 @@ import logging
 import pickle
 import re
 import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -211,6 +211,26 @@ def resolve_checkpoint(path: str | Path | None, overrides: Mapping[str, Any] | N
     if path is None:
         return default_checkpoint(replace(DEFAULT_CONFIG, **(overrides or {})))
     return load_checkpoint(path, overrides)
+
+
+def reference_checkpoint(
+    compiled_model: Mapping[str, Any], path: str | Path | None, overrides: Mapping[str, Any] | None = None
+) -> LoadedCheckpoint:
+    """The model to compare a compiled artifact against, given the manifest's ``model`` section.
+
+    Without a file: the default model rebuilt at the artifact's exact configuration (width, classes,
+    size), as it was compiled. With a file: that checkpoint, with the input size and fold the
+    artifact was compiled with unless ``overrides`` say otherwise.
+    """
+    compiled = {k: v for k, v in compiled_model.items() if k in {f.name for f in fields(ModelConfig)}}
+    if path is None:
+        try:
+            config = ModelConfig.from_dict({**compiled, **(overrides or {})})
+        except (TypeError, ValueError) as exc:
+            raise TsmDeployError(f"the artifact's model config cannot be rebuilt by this version ({exc})") from None
+        return default_checkpoint(config)
+    defaults = {k: compiled[k] for k in ("input_size", "fold_div", "placement") if k in compiled}
+    return load_checkpoint(path, {**defaults, **(overrides or {})})
 
 
 def save_checkpoint(checkpoint: LoadedCheckpoint, path: str | Path) -> None:

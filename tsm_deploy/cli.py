@@ -68,14 +68,30 @@ def checkpoint_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _load_checkpoint(checkpoint: Path | None, input_size: int | None, fold_div: int | None):
-    from .checkpoint import resolve_checkpoint
-
-    overrides = {k: v for k, v in {"input_size": input_size, "fold_div": fold_div}.items() if v is not None}
+def _check_model_arguments(input_size: int | None, fold_div: int | None) -> None:
     if input_size is not None and (input_size <= 0 or input_size % 32):
         raise TsmDeployError(f"--input-size must be a positive multiple of 32, got {input_size}")
     if fold_div is not None and fold_div < 2:
         raise TsmDeployError(f"--fold-div must be >= 2, got {fold_div}")
+
+
+def _reference_checkpoint(manifest: Any, checkpoint: Path | None, input_size: int | None, fold_div: int | None):
+    """What verify/bench compare the artifact with: --checkpoint, else the default model as compiled."""
+    from .checkpoint import reference_checkpoint
+
+    _check_model_arguments(input_size, fold_div)
+    overrides = {k: v for k, v in {"input_size": input_size, "fold_div": fold_div}.items() if v is not None}
+    loaded = reference_checkpoint(manifest.model, checkpoint, overrides)
+    if checkpoint is None:
+        click.echo(f"note: no --checkpoint given: using the {loaded.source}", err=True)
+    return loaded
+
+
+def _load_checkpoint(checkpoint: Path | None, input_size: int | None, fold_div: int | None):
+    from .checkpoint import resolve_checkpoint
+
+    _check_model_arguments(input_size, fold_div)
+    overrides = {k: v for k, v in {"input_size": input_size, "fold_div": fold_div}.items() if v is not None}
     loaded = resolve_checkpoint(checkpoint, overrides)
     if checkpoint is None:
         click.echo(f"note: no --checkpoint given: using the {loaded.source}", err=True)
@@ -246,11 +262,7 @@ def verify(
     if emulate and rpc_address:
         raise TsmDeployError("--emulate and --rpc exclude each other")
     manifest = read_manifest(artifact)
-    if input_size is None:
-        input_size = manifest.model.get("input_size")
-    if fold_div is None:
-        fold_div = manifest.model.get("fold_div")
-    loaded = _load_checkpoint(checkpoint, input_size, fold_div)
+    loaded = _reference_checkpoint(manifest, checkpoint, input_size, fold_div)
     runner = None
     if emulate:
         from .emulate import EmulatedRunner
@@ -311,6 +323,7 @@ def targets_command(names: tuple[str, ...], as_json: bool) -> None:
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write the report here.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write a PNG bar chart here.")
 @click.option("--no-shift-overhead", is_flag=True, help="Skip compiling and timing the network without shifts.")
+@click.option("--rpc", "rpc_address", default=None, metavar="HOST:PORT", help="Time the artifact on a device's TVM RPC server.")
 @handles_errors
 def bench(
     artifact: Path,
@@ -323,6 +336,7 @@ def bench(
     json_path: Path | None,
     plot_path: Path | None,
     no_shift_overhead: bool,
+    rpc_address: str | None,
 ) -> None:
     """Per-frame latency of the artifact, ONNX Runtime and PyTorch side by side, and the shift's overhead."""
     from .bench import benchmark, write_report
@@ -330,23 +344,17 @@ def bench(
 
     _echo_args("bench", artifact=artifact, checkpoint=checkpoint, frames=frames, warmup=warmup, json=json_path, plot=plot_path)
     manifest = read_manifest(artifact)
-    if checkpoint is None and input_size is None and fold_div is None:
-        # the default model at the artifact's exact configuration (width, classes...), as compiled
-        from .checkpoint import default_checkpoint
-        from .models import ModelConfig
+    if rpc_address:
+        from .bench import benchmark_remote
 
-        compiled = {k: v for k, v in manifest.model.items() if k not in ("checkpoint_sha256", "source")}
-        try:
-            loaded = default_checkpoint(ModelConfig.from_dict(compiled))
-        except (TypeError, ValueError) as exc:
-            raise TsmDeployError(f"{artifact}: manifest has a model config this version cannot rebuild ({exc})") from None
-        click.echo(f"note: no --checkpoint given: using the {loaded.source}", err=True)
-    else:
-        loaded = _load_checkpoint(
-            checkpoint,
-            input_size if input_size is not None else manifest.model.get("input_size"),
-            fold_div if fold_div is not None else manifest.model.get("fold_div"),
-        )
+        _progress(f"uploading the module to {rpc_address} and timing {frames} frames there")
+        stats = benchmark_remote(artifact, rpc_address, frames=frames, warmup=warmup)
+        click.echo(stats.table())
+        if json_path:
+            write_report(stats, json_path)
+            click.echo(f"wrote {json_path}")
+        return
+    loaded = _reference_checkpoint(manifest, checkpoint, input_size, fold_div)
     bar: Any = None
 
     def on_progress(done: int, total: int) -> None:
