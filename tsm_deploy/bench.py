@@ -50,6 +50,7 @@ from .atomic import atomic_write_bytes, atomic_write_text
 from .checkpoint import LoadedCheckpoint
 from .errors import TsmDeployError
 from .runtime.manifest import Manifest, read_manifest
+from .target_status import cpu_name
 from .targets import DeployTarget
 
 log = logging.getLogger(__name__)
@@ -418,17 +419,6 @@ def write_report(report: BenchReport | RemoteBenchReport, json_path: Path | None
 # machine
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _load_average() -> float | None:
     try:
         return os.getloadavg()[0]
@@ -445,7 +435,7 @@ def machine_info() -> dict[str, Any]:
     from . import __version__
 
     return {
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "arch": platform.machine(),
         "logical_cores": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),
@@ -469,15 +459,11 @@ def machine_info() -> dict[str, Any]:
 
 def _set_threads(threads: int) -> None:
     import torch
-    import tvm
 
-    os.environ["TVM_NUM_THREADS"] = str(threads)
+    from .runtime.stream import set_threads
+
     torch.set_num_threads(threads)
-    config = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
-    if config is not None:
-        config(1, threads)  # mode 1: big cores (all cores on a homogeneous CPU), n threads
-    else:
-        log.warning("this TVM has no runtime.config_threadpool: its pool keeps the size it started with")
+    set_threads(threads)
 
 
 def _target_from_manifest(manifest: Manifest) -> DeployTarget:

@@ -404,14 +404,15 @@ def bundle(artifact: Path, output: Path | None) -> None:
 @click.option("--frames", type=int, default=16, show_default=True)
 @click.option("--history", type=int, default=12, show_default=True, help="Average logits over this many frames.")
 @click.option("--video", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None, help="Video file (PyAV).")
+@click.option("--threads", type=int, default=None, help="TVM CPU threads (default: the artifact's core count).")
 @handles_errors
-def run(artifact: Path, frames: int, history: int, video: Path | None) -> None:
+def run(artifact: Path, frames: int, history: int, video: Path | None, threads: int | None) -> None:
     """Stream frames (a video file, or seeded noise) through an artifact and print the top-1 per frame."""
     import numpy as np
 
     from .runtime import StreamingModel
 
-    model = StreamingModel(artifact, history=history)
+    model = StreamingModel(artifact, history=history, threads=threads)
     source = _video_frames(video, frames) if video else (
         np.random.default_rng(i).integers(0, 256, (240, 320, 3), dtype=np.uint8) for i in range(frames)
     )

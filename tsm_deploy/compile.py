@@ -66,9 +66,21 @@ class TuningCoverage:
 def fuse(mod: tvm.IRModule, target: tvm.target.Target, prepack: bool = False) -> tvm.IRModule:
     """Legalize and fuse; with ``prepack``, also mark the weights of the fused functions layout-free.
 
+    On CPU targets the convolutions are converted to channels-last (NHWC activations, OHWI weights):
+    MetaSchedule then vectorizes along channels instead of along 7..112-wide image rows (measured on
+    x86-avx512, 32 trials per task: the three heaviest convolutions ran 2.0-3.6x faster than tuned NCHW).
+    The ONNX importer's Clip (ReLU6) arrives as opaque ``call_tir(maximum/minimum)`` with 0-d constant
+    bounds, which layout conversion cannot see through (it would wrap every ReLU6 in transposes and
+    keep it out of the convolution's fused kernel); it is turned into ``relu`` + ``minimum`` first.
+    Untuned, NHWC is slower (default schedules do not vectorize it): CPU targets are meant to be tuned.
+
     Tuning and compiling must run exactly this (same ``prepack``) or the database's workloads differ.
     """
     with target:
+        if target.kind.name == "llvm":
+            mod = relax.transform.FoldConstant()(mod)  # the importer's isnan/where on the clip bounds
+            mod = _ClipRewriter.apply(mod)
+            mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
         mod = tvm.transform.Sequential(
             [
                 relax.transform.CanonicalizeBindings(),
@@ -80,6 +92,40 @@ def fuse(mod: tvm.IRModule, target: tvm.target.Target, prepack: bool = False) ->
             ]
         )(mod)
     return _attach_layout_free(mod) if prepack else mod
+
+
+@relax.expr_functor.mutator
+class _ClipRewriter(relax.PyExprMutator):
+    """``call_tir(maximum*, (x, 0))`` -> ``relu(x)``; other scalar-constant maximum/minimum -> the Relax
+    ops. These have layout inference (``clip`` and ``relu6`` have none: they would stay NCHW)."""
+
+    def __init__(self, mod: tvm.IRModule) -> None:
+        super().__init__(mod)
+        self.names = {gv: gv.name_hint for gv in mod.get_global_vars()}
+        self.call_tir = tvm.ir.Op.get("relax.call_tir")
+
+    @staticmethod
+    def apply(mod: tvm.IRModule) -> tvm.IRModule:
+        rewriter = _ClipRewriter(mod)
+        for gv, func in list(mod.functions.items()):
+            if isinstance(func, relax.Function):
+                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+        return relax.transform.DeadCodeElimination()(rewriter.builder_.get())
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802 (TVM's visitor naming)
+        call = self.visit_expr_post_order(call)
+        if call.op != self.call_tir or not isinstance(call.args[0], tvm.ir.GlobalVar):
+            return call
+        name = self.names.get(call.args[0], "")
+        args = call.args[1].fields if isinstance(call.args[1], relax.Tuple) else []
+        if len(args) != 2 or not isinstance(args[1], tvm.ir.expr.Constant) or args[1].value.numpy().ndim != 0:
+            return call
+        x, bound = args[0], float(args[1].value.numpy())
+        if name.startswith("maximum"):
+            return relax.op.nn.relu(x) if bound == 0.0 else relax.op.maximum(x, args[1])
+        if name.startswith("minimum"):
+            return relax.op.minimum(x, args[1])
+        return call
 
 
 def _attach_layout_free(mod: tvm.IRModule) -> tvm.IRModule:

@@ -23,14 +23,15 @@ CONNECT_TIMEOUT_S = 5.0
 SESSION_TIMEOUT_S = 600
 
 
-def parse_address(address: str) -> tuple[str, int]:
+def parse_address(address: str, what: str = "RPC address") -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port), with a clear error."""
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise TsmDeployError(f"RPC address must be HOST:PORT, got {address!r}")
+        raise TsmDeployError(f"{what} must be HOST:PORT, got {address!r}")
     return host, int(port)
 
 
-def _check_reachable(host: str, port: int, what: str) -> None:
+def check_reachable(host: str, port: int, what: str) -> None:
     """A plain TCP connect first: TVM's own connect retries for a long time and then raises a traceback."""
     try:
         with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
@@ -44,7 +45,7 @@ def connect(address: str, session_timeout: int = SESSION_TIMEOUT_S) -> Any:
     from tvm import rpc
 
     host, port = parse_address(address)
-    _check_reachable(host, port, "RPC server")
+    check_reachable(host, port, "RPC server")
     try:
         return rpc.connect(host, port, session_timeout=session_timeout)
     except Exception as exc:  # the server answered TCP but not the RPC handshake

@@ -4,7 +4,20 @@ committed tuning records. Backs ``tsm-deploy targets``."""
 from __future__ import annotations
 
 import json
+import platform
 from typing import Any
+
+
+def cpu_name() -> str:
+    """This machine's CPU model, for benchmark and tuning records."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _cpu_flags() -> set[str]:
