@@ -153,7 +153,6 @@ def compile_command(
 
     _echo_args("compile", checkpoint=checkpoint, target=target_name, output=output, tuning_db=tuning_db)
     target = load_target(target_name, cuda_arch=cuda_arch)
-    target.require_tools()
     loaded = _load_checkpoint(checkpoint, input_size, fold_div)
     label_list = [line.strip() for line in labels.read_text().splitlines() if line.strip()] if labels else None
     database: Any = None if no_tuning else (tuning_db if tuning_db is not None else "auto")
@@ -202,7 +201,6 @@ def tune(
     _echo_args("tune", checkpoint=checkpoint, target=target_name, trials=trials, rpc_tracker=rpc_tracker,
                rpc_key=rpc_key, max_tasks=max_tasks, database=database)
     target = load_target(target_name, cuda_arch=cuda_arch)
-    target.require_tools()
     rpc = None
     if rpc_tracker is not None:
         host, port = parse_tracker(rpc_tracker)

@@ -301,7 +301,3 @@ def describe(result: CompileResult) -> str:
     cov = result.coverage
     tuned = f"{cov.tuned}/{cov.tasks} tasks tuned" if cov.database else f"untuned ({cov.tasks} tasks, default schedules)"
     return f"{result.artifact}: {result.manifest.target['name']}, {tuned}, module sha256 {result.manifest.module_sha256[:12]}"
-
-
-def manifest_summary(manifest: Manifest) -> str:
-    return json.dumps({"model": manifest.model, "target": manifest.target["name"]})
