@@ -27,7 +27,8 @@ def test_verify_over_rpc(rpc_server, small_artifact, small_checkpoint):
 
 
 def test_latency_over_rpc(rpc_server, small_artifact):
-    times = RemoteArtifact(small_artifact, rpc_server).latencies_ms(frames=5, warmup=1)
+    with RemoteArtifact(small_artifact, rpc_server) as remote:
+        times = remote.latencies_ms(frames=5, warmup=1)
     assert len(times) == 5 and all(t > 0 for t in times)
 
 

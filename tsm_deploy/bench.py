@@ -401,11 +401,12 @@ def benchmark_remote(artifact_dir: Path, address: str, frames: int = 200, warmup
 
     if frames < 1:
         raise TsmDeployError(f"--frames must be >= 1, got {frames}")
-    remote = RemoteArtifact(Path(artifact_dir), address)
-    samples = [ms / 1e3 for ms in remote.latencies_ms(frames, warmup=warmup)]
+    with RemoteArtifact(Path(artifact_dir), address) as remote:
+        target = remote.manifest.target["name"]
+        samples = [ms / 1e3 for ms in remote.latencies_ms(frames, warmup=warmup)]
     # peak RSS is the device process's, which RPC does not report
     stats = RunnerStats.from_samples("tvm", samples, peak_rss=0, setup_rss=0)
-    return RemoteBenchReport(str(artifact_dir), remote.manifest.target["name"], f"rpc {address}", stats)
+    return RemoteBenchReport(str(artifact_dir), target, f"rpc {address}", stats)
 
 
 def write_report(report: BenchReport | RemoteBenchReport, json_path: Path | None = None, plot_path: Path | None = None) -> None:

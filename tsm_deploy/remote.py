@@ -7,6 +7,7 @@ steps (the outputs' remote handles are fed back as the next inputs).
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 from pathlib import Path
@@ -77,6 +78,18 @@ class RemoteArtifact:
         self.device = self.session.cuda(0) if self.manifest.target["device"] == "cuda" else self.session.cpu(0)
         self.vm = tvm.runtime.vm.VirtualMachine(module, self.device)
 
+    def close(self) -> None:
+        """End the RPC session. TVM has no close(): a session ends when the last reference to it (and
+        to its module, device and VM) is gone, and a plain RPC server serves one session at a time."""
+        self.vm = self.device = self.session = None
+        gc.collect()
+
+    def __enter__(self) -> "RemoteArtifact":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def zero_buffers(self) -> list[Any]:
         import tvm
 
@@ -110,10 +123,12 @@ class RpcRunner:
         self.remote = RemoteArtifact(artifact_dir, address)
 
     def run(self, frames: np.ndarray) -> list[tuple[np.ndarray, list[np.ndarray]]]:
-        buffers = self.remote.zero_buffers()
-        results = []
-        for i, frame in enumerate(frames):
-            logits, buffers = self.remote.step(np.ascontiguousarray(frame), buffers)
-            results.append((logits.numpy().reshape(-1), [b.numpy() for b in buffers]))
-            log.info("rpc frame %d/%d", i + 1, len(frames))
+        with self.remote:  # one run per runner: the session is released for the next client
+            buffers = self.remote.zero_buffers()
+            logits, results = None, []
+            for i, frame in enumerate(frames):
+                logits, buffers = self.remote.step(np.ascontiguousarray(frame), buffers)
+                results.append((logits.numpy().reshape(-1), [b.numpy() for b in buffers]))
+                log.info("rpc frame %d/%d", i + 1, len(frames))
+            del logits, buffers  # remote tensors hold the session too
         return results
