@@ -109,3 +109,9 @@ def test_missing_cross_compiler_is_one_clear_line(tmp_path, small_checkpoint_fil
                                        "--output", str(tmp_path / "a")])
     assert result.exit_code == 2 and "g++-arm-linux-gnueabihf" in result.stderr
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("command, hint", [("verify", "--emulate"), ("bench", "bench --rpc")])
+def test_host_commands_refuse_an_artifact_for_another_machine(rasp4_artifact, command, hint):
+    result = CliRunner().invoke(main, [command, str(rasp4_artifact), "--frames", "1"])
+    assert result.exit_code == 2 and "is built for rasp4 (aarch64), not this" in result.stderr and hint in result.stderr

@@ -49,7 +49,7 @@ import numpy as np
 from .atomic import atomic_write_bytes, atomic_write_text
 from .checkpoint import LoadedCheckpoint
 from .errors import TsmDeployError
-from .runtime.manifest import Manifest, read_manifest
+from .runtime.manifest import Manifest, check_runs_here, read_manifest
 from .target_status import cpu_name
 from .targets import DeployTarget
 
@@ -489,12 +489,7 @@ def _check_runs_here(manifest: Manifest, artifact_dir: Path) -> None:
             f"bench compares CPU runtimes on this machine; {artifact_dir} is built for {target.get('device')} "
             f"({target.get('name')})"
         )
-    here = platform.machine()
-    if target.get("arch") != here:
-        raise TsmDeployError(
-            f"bench runs the artifact on this machine ({here}); {artifact_dir} is built for {target.get('arch')} "
-            f"({target.get('name')}): use `tsm-deploy verify` on the device for parity"
-        )
+    check_runs_here(manifest, artifact_dir, "time it on the device with `tsm-deploy bench --rpc HOST:PORT`")
 
 
 def _noshift_checkpoint(checkpoint: LoadedCheckpoint) -> LoadedCheckpoint:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -23,7 +22,7 @@ import torch
 from .atomic import atomic_write_text
 from .checkpoint import LoadedCheckpoint
 from .errors import TsmDeployError
-from .runtime.manifest import Manifest, read_manifest
+from .runtime.manifest import Manifest, check_runs_here, read_manifest
 from .runtime.preprocess import prepare_frame
 
 log = logging.getLogger(__name__)
@@ -51,12 +50,7 @@ class HostRunner:
     def __init__(self, artifact_dir: Path) -> None:
         from .runtime.stream import StreamingModel
 
-        target = read_manifest(artifact_dir).target
-        if target["arch"] != platform.machine():
-            raise TsmDeployError(
-                f"{artifact_dir} is built for {target['name']} ({target['arch']}), not this {platform.machine()} machine: "
-                "verify it with --emulate (aarch64) or --rpc HOST:PORT on the device"
-            )
+        check_runs_here(read_manifest(artifact_dir), artifact_dir, "verify it with --emulate (aarch64) or --rpc HOST:PORT on the device")
         self.model = StreamingModel(artifact_dir)
 
     def run(self, frames: np.ndarray) -> list[tuple[np.ndarray, list[np.ndarray]]]:

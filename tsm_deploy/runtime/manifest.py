@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,15 @@ class Manifest:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise TsmDeployError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from None
+
+
+def check_runs_here(manifest: Manifest, artifact_dir: Path | str, hint: str) -> None:
+    """Refuse, in one line, an artifact whose host code is for another machine (dlopen would fail
+    with a cryptic message); ``hint`` says what to do instead."""
+    here = platform.machine()
+    target = manifest.target
+    if target["arch"] != here:
+        raise TsmDeployError(f"{artifact_dir} is built for {target['name']} ({target['arch']}), not this {here} machine: {hint}")
 
 
 def sha256_file(path: Path) -> str:
