@@ -123,7 +123,7 @@ def test_bench_refuses_foreign_artifact(small, tmp_path: Path) -> None:
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["target"]["arch"] = "aarch64"
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(TsmDeployError, match="built for aarch64"):
+    with pytest.raises(TsmDeployError, match=r"built for x86 \(aarch64\), not this"):
         benchmark(copy, checkpoint, frames=2, warmup=0, shift_overhead=False)
     path = tmp_path / "small.pth"
     save_checkpoint(checkpoint, path)
