@@ -36,6 +36,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
 
+from .atomic import atomic_write_bytes, atomic_write_text
 from .remote import check_reachable, parse_address
 from .target_status import cpu_name
 
@@ -185,13 +186,6 @@ def check_tracker(rpc: RpcConfig, timeout: float = 5.0) -> int:
 # The database: a committed directory, tuned in a working copy, replaced by rename.
 
 
-def _atomic_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    shutil.copyfile(src, tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, dst)
-
-
 def read_metadata(database_dir: Path | None) -> dict[str, Any]:
     if database_dir is None:
         return {}
@@ -268,11 +262,9 @@ class _Checkpointer:
     def commit(self) -> None:
         # workloads first: records only ever refer to workloads already in the committed file
         for name in self.files:
-            _atomic_copy(self.work / name, self.dir / name)
+            atomic_write_bytes(self.dir / name, (self.work / name).read_bytes())
         self.metadata["updated"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        tmp = self.dir / f".{METADATA_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(self.metadata, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, self.dir / METADATA_FILE)
+        atomic_write_text(self.dir / METADATA_FILE, json.dumps(self.metadata, indent=1, sort_keys=True) + "\n")
 
     def records(self) -> int:
         with open(self.work / self.files[1], "rb") as f:
@@ -552,9 +544,7 @@ def compact_database(database_dir: Path, keep: int = 16) -> tuple[int, int]:
         cost = sum(float(s) for s in secs) / len(secs) if secs else float("inf")
         by_workload.setdefault(workload, []).append((cost, n, line))
     kept = sorted(n for recs in by_workload.values() for _, n, _ in sorted(recs)[:keep])
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(lines[n] + "\n" for n in kept))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(lines[n] + "\n" for n in kept))
     return len(lines), len(kept)
 
 
