@@ -27,7 +27,7 @@ demo: setup
 	$(BIN)/tsm-deploy verify $(OUT)/demo-x86 --frames 32 --json $(OUT)/demo-x86-verify.json
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # The quick subset while working: no full-size compiles, no emulation, no RPC.
 test-quick: $(STAMP)

@@ -17,9 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tsm_deploy.bench import DEFAULT_WARMUP, benchmark, write_report
 from tsm_deploy.checkpoint import default_checkpoint
-from tsm_deploy.compile import compile_artifact, tuning_database_dir
+from tsm_deploy.compile import compile_artifact
+from tsm_deploy.evaluate.bench import DEFAULT_WARMUP, benchmark, write_report
+from tsm_deploy.tuning.database import database_dir
 from tsm_deploy.errors import TsmDeployError
 from tsm_deploy.targets import load_target
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         target = load_target(args.target)
         checkpoint = default_checkpoint()
-        database = tuning_database_dir(target, checkpoint.config)
+        database = database_dir(target.tuning_logs, checkpoint.config)
         with tempfile.TemporaryDirectory(prefix="tsm-bench-") as tmp:
             artifact = args.keep_artifact or Path(tmp) / args.target
             log.info("compiling the default model for %s (tuning records: %s)", target.name, database)

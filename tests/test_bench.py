@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tsm_deploy.bench import RUNNERS, BenchReport, RunnerStats, benchmark, overhead_pct, write_report
+from tsm_deploy.evaluate.bench import RUNNERS, BenchReport, RunnerStats, benchmark, overhead_pct, write_report
 from tsm_deploy.checkpoint import default_checkpoint, save_checkpoint
 from tsm_deploy.cli import main
 from tsm_deploy.compile import compile_artifact

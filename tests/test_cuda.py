@@ -200,7 +200,7 @@ def test_cuda_parity_on_gpu(cuda_artifact: Path, checkpoint, tmp_path: Path) -> 
     """On a GPU machine: the kernels compile at load time and match PyTorch over a stream."""
     import tvm
 
-    from tsm_deploy.verify import verify_artifact
+    from tsm_deploy.evaluate.verify import verify_artifact
 
     arch = "sm_" + tvm.cuda(0).compute_version.replace(".", "")
     out = tmp_path / "here"

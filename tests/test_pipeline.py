@@ -16,7 +16,7 @@ from tsm_deploy.export import export_onnx
 from tsm_deploy.frontend import check_static_shift, import_onnx
 from tsm_deploy.runtime import StreamingModel, read_manifest
 from tsm_deploy.targets import load_target
-from tsm_deploy.verify import verify_artifact
+from tsm_deploy.evaluate.verify import verify_artifact
 
 from .conftest import SMALL_CONFIG
 
@@ -67,7 +67,7 @@ def test_shift_check_requires_the_slices():
 
 def test_manifest_describes_the_artifact(small_artifact):
     manifest = read_manifest(small_artifact)
-    assert manifest.format_version == 1 and manifest.target["name"] == "x86"
+    assert manifest.format_version == 2 and manifest.kind == "stream" and manifest.target["name"] == "x86"
     assert manifest.frame.shape == (1, 3, 64, 64) and len(manifest.buffers) == 10
     assert manifest.outputs[0].shape == (1, 10)
     assert manifest.state[0] == ("next_shift_buffer_0", "shift_buffer_0")

@@ -15,7 +15,7 @@ from tsm_deploy.compile import compile_artifact
 from tsm_deploy.emulate import EmulatedRunner
 from tsm_deploy.errors import CheckFailed, TsmDeployError
 from tsm_deploy.targets import load_target
-from tsm_deploy.verify import verify_artifact
+from tsm_deploy.evaluate.verify import verify_artifact
 
 pytestmark = [pytest.mark.slow, pytest.mark.emulation]
 

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from tsm_deploy.cli import main
 from tsm_deploy.errors import TsmDeployError
 from tsm_deploy.remote import RemoteArtifact, RpcRunner, parse_address
-from tsm_deploy.verify import verify_artifact
+from tsm_deploy.evaluate.verify import verify_artifact
 
 pytestmark = [pytest.mark.rpc]
 

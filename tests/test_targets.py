@@ -55,7 +55,7 @@ def test_targets_command_lists_all() -> None:
 
 
 def test_targets_command_json() -> None:
-    result = CliRunner().invoke(main, ["targets", "--json"])
+    result = CliRunner().invoke(main, ["targets", "--json", "-"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     by_name = {t["name"]: t for t in data}

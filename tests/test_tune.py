@@ -20,11 +20,14 @@ import pytest
 from click.testing import CliRunner
 
 from tsm_deploy.cli import main
-from tsm_deploy.compile import DATABASE_FILES, TUNING_METADATA, compile_artifact, database_prepack
+from tsm_deploy.compile import compile_artifact
+from tsm_deploy.tuning.database import DATABASE_FILES, compact_database, database_prepack, read_metadata
+from tsm_deploy.tuning.database import METADATA_FILE as TUNING_METADATA
 from tsm_deploy.errors import TsmDeployError
 from tsm_deploy.targets import load_target
-from tsm_deploy.tune import RpcConfig, check_tracker, compact_database, parse_tracker, read_metadata, tune_model
-from tsm_deploy.verify import verify_artifact
+from tsm_deploy.tuning.loop import tune_model
+from tsm_deploy.tuning.rpc import RpcConfig, check_tracker, parse_tracker
+from tsm_deploy.evaluate.verify import verify_artifact
 
 TARGET = "x86"
 RPC_KEY = "tsm-test"
@@ -121,7 +124,7 @@ def test_killed_run_leaves_a_valid_database_and_resume_adds_up(rpc_database, sma
 
     # a real run in a subprocess, killed (SIGKILL: no cleanup) right after its first checkpoint
     cmd = [sys.executable, "-m", "tsm_deploy.cli", "tune", "--target", TARGET, "--trials", "8", "--max-tasks", "3",
-           "--checkpoint", str(small_checkpoint_file), "--input-size", "64", "--database", str(db)]
+           "--checkpoint", str(small_checkpoint_file), "--input-size", "64", "--tuning-db", str(db)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
@@ -198,7 +201,7 @@ def test_cli_compile_reports_coverage(rpc_database, small_checkpoint_file, tmp_p
 def test_cpu_fusion_is_channels_last_with_clip_fused(small_checkpoint):
     import tvm
 
-    from tsm_deploy.compile import fuse
+    from tsm_deploy.pipeline import fuse
     from tsm_deploy.export import export_onnx
     from tsm_deploy.frontend import import_onnx
 
@@ -219,7 +222,7 @@ def test_unreachable_tracker_is_one_clear_error(small_checkpoint, tmp_path):
 def test_cli_unreachable_tracker_exits_2(small_checkpoint_file, tmp_path):
     result = CliRunner().invoke(
         main, ["tune", "--target", TARGET, "--trials", "4", "--checkpoint", str(small_checkpoint_file),
-               "--rpc-tracker", "127.0.0.1:1", "--rpc-key", RPC_KEY, "--database", str(tmp_path / "db")]
+               "--rpc-tracker", "127.0.0.1:1", "--rpc-key", RPC_KEY, "--tuning-db", str(tmp_path / "db")]
     )
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines()[-1] == "error: RPC tracker at 127.0.0.1:1 does not answer (Connection refused)"

@@ -3,7 +3,8 @@
 Layout (``tsm-<target>/`` inside the tarball)::
 
     artifact/         manifest.json + module.so
-    python/           tsm_deploy (runtime only: __init__, errors, runtime/), and for aarch64 the
+    python/           tsm_deploy/runtime (the self-contained runtime package, copied whole from where
+                      Python imports it, under a stub tsm_deploy/__init__.py), and for aarch64 the
                       device packages: tvm_ffi (aarch64 wheel), a runtime-only tvm with the
                       cross-built libtvm_runtime.so, typing_extensions
     README.txt        how to install and run on the device
@@ -27,8 +28,6 @@ from .runtime.manifest import MANIFEST_NAME, Manifest, read_manifest
 
 log = logging.getLogger(__name__)
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-RUNTIME_FILES = ("__init__.py", "errors.py")  # of tsm_deploy/, beside runtime/
 ARCHES_WITH_DEVICE_PACKAGES = ("aarch64",)
 
 _DEVICE_README = """\
@@ -69,12 +68,19 @@ def _ffi_version() -> str:
     return version("apache-tvm-ffi")
 
 
-def _copy_runtime_package(dest: Path) -> None:
+def copy_runtime_package(dest: Path) -> Path:
+    """Copy the runtime package, found by import, under ``dest/tsm_deploy/``; the parent package is a
+    stub (the compiler side's ``__init__`` never goes to the device). Returns the package directory."""
+    from . import runtime
+
     package = dest / "tsm_deploy"
     package.mkdir(parents=True)
-    for name in RUNTIME_FILES:
-        shutil.copy2(PACKAGE_DIR / name, package / name)
-    shutil.copytree(PACKAGE_DIR / "runtime", package / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
+    (package / "__init__.py").write_text(
+        f'"""tsm-deploy\'s on-device runtime (bundle)."""\n\n__version__ = "{__version__}"\n'
+    )
+    source = Path(runtime.__file__).resolve().parent
+    shutil.copytree(source, package / "runtime", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return package / "runtime"
 
 
 def _readme(manifest: Manifest, name: str) -> str:
@@ -105,7 +111,7 @@ def stage_bundle(artifact_dir: Path, dest: Path, progress: Callable[[str], None]
     root.mkdir(parents=True)
     shutil.copytree(artifact_dir, root / "artifact", ignore=shutil.ignore_patterns(".*"))
     python = root / "python"
-    _copy_runtime_package(python)
+    copy_runtime_package(python)
     arch = manifest.target["arch"]
     if arch in ARCHES_WITH_DEVICE_PACKAGES:
         from .device import assemble_device_packages

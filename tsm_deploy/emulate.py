@@ -19,6 +19,7 @@ import numpy as np
 
 from .bundle import stage_bundle
 from .errors import CheckFailed, TsmDeployError
+from .evaluate.runners import StepOutput
 from .runtime.manifest import read_manifest
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ FRAME_TIMEOUT_S, STARTUP_TIMEOUT_S = 60.0, 120.0
 
 
 class EmulatedRunner:
-    """verify's runner for ``--emulate``: the same frames and report as on the host."""
+    """The artifact on an emulated Cortex-A72 (a :class:`~tsm_deploy.evaluate.runners.Runner`): the same
+    inputs and report as on the host."""
 
     def __init__(self, artifact_dir: Path, qemu_cpu: str | None = None, progress: Callable[[str], None] = lambda m: None) -> None:
         from .device import DEFAULT_QEMU_CPU, build_arm64_rootfs
@@ -52,7 +54,7 @@ class EmulatedRunner:
         progress("preparing the arm64 user space (cached after the first run)")
         self.rootfs = build_arm64_rootfs(progress=progress)
 
-    def run(self, frames: np.ndarray) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+    def run(self, frames: np.ndarray) -> list[StepOutput]:
         from .device import run_under_qemu
 
         with tempfile.TemporaryDirectory(prefix="tsm-emulate-") as tmp:
@@ -71,7 +73,7 @@ class EmulatedRunner:
                 count = int(out["count"])
                 n_buffers = len([k for k in out.files if k.startswith("buffer_0_")])
                 return [
-                    (out[f"logits_{i}"], [out[f"buffer_{i}_{j}"] for j in range(n_buffers)]) for i in range(count)
+                    StepOutput(out[f"logits_{i}"], [out[f"buffer_{i}_{j}"] for j in range(n_buffers)]) for i in range(count)
                 ]
 
 

@@ -1,19 +1,6 @@
-"""Errors the user can cause or a check can raise; the CLI turns them into one line and an exit code."""
+"""Errors the user can cause or a check can raise (defined in the self-contained runtime package,
+which the device gets without the rest of tsm_deploy)."""
 
+from .runtime.errors import CheckFailed, TsmDeployError, one_line
 
-class TsmDeployError(Exception):
-    """Bad input: a wrong path, file, target, shape or argument. Exit code 2."""
-
-    exit_code = 2
-
-
-class CheckFailed(TsmDeployError):
-    """A check ran and failed (e.g. parity above tolerance). Exit code 1."""
-
-    exit_code = 1
-
-
-def one_line(exc: BaseException) -> str:
-    """The line of a third-party exception worth showing: TVM and torch put the message last."""
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else type(exc).__name__
+__all__ = ["CheckFailed", "TsmDeployError", "one_line"]

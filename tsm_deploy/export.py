@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,6 @@ from torch import nn
 
 from .atomic import atomic_write_bytes
 from .errors import CheckFailed
-from .models import input_names, input_shapes, output_names
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +33,36 @@ class ExportResult:
     input_shapes: dict[str, tuple[int, ...]]
     output_names: list[str]
     ort_max_abs_error: float | None  # ONNX Runtime vs PyTorch on random inputs, None if not checked
+    input_dtypes: dict[str, str] = field(default_factory=dict)
+
+
+def input_dtypes(model: nn.Module) -> dict[str, str]:
+    """float32 everywhere unless the model says otherwise (a uint8 camera frame, say)."""
+    declared = model.input_dtypes() if hasattr(model, "input_dtypes") else {}
+    return {name: declared.get(name, "float32") for name in model.input_shapes()}
 
 
 def example_inputs(model: nn.Module, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random frame and non-zero buffers (zeros would hide a buffer wired to the wrong input)."""
+    """Random inputs; buffers non-zero (zeros would hide a buffer wired to the wrong input), and a
+    clip's frames all different (a shift traced into constants would then show)."""
     rng = np.random.default_rng(seed)
-    return {name: rng.standard_normal(shape).astype(np.float32) for name, shape in input_shapes(model).items()}
+    dtypes = input_dtypes(model)
+    inputs = {}
+    for name, shape in model.input_shapes().items():
+        if dtypes[name] == "uint8":
+            inputs[name] = rng.integers(0, 256, shape, dtype=np.uint8)
+        else:
+            inputs[name] = rng.standard_normal(shape).astype(dtypes[name])
+    return inputs
+
+
+def _as_tuple(outputs: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return outputs if isinstance(outputs, tuple) else (outputs,)
 
 
 def to_onnx(model: nn.Module) -> onnx.ModelProto:
     model = model.eval()
-    names = input_names(model)
+    names = list(model.input_shapes())
     args = tuple(torch.from_numpy(a) for a in example_inputs(model).values())
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
@@ -54,7 +72,7 @@ def to_onnx(model: nn.Module) -> onnx.ModelProto:
             args,
             buffer,
             input_names=names,
-            output_names=output_names(model),
+            output_names=model.output_names(),
             opset_version=OPSET,
             do_constant_folding=True,
             dynamo=False,
@@ -71,12 +89,13 @@ def onnxruntime_max_abs_error(model: nn.Module, proto: onnx.ModelProto, seed: in
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     got = session.run(None, feeds)
     with torch.no_grad():
-        want = model(*(torch.from_numpy(a) for a in feeds.values()))
+        want = _as_tuple(model(*(torch.from_numpy(a) for a in feeds.values())))
     return max(float(np.max(np.abs(g - w.numpy()))) for g, w in zip(got, want))
 
 
 def export_onnx(model: nn.Module, output: Path | None = None, check_ort: bool = True) -> ExportResult:
-    """Export a streaming model; optionally write it (atomically) and cross-check it in ONNX Runtime."""
+    """Export a model of the registry (stream or clip); optionally write it (atomically) and
+    cross-check it in ONNX Runtime."""
     proto = to_onnx(model)
     error = None
     if check_ort:
@@ -87,4 +106,4 @@ def export_onnx(model: nn.Module, output: Path | None = None, check_ort: bool = 
     if output is not None:
         atomic_write_bytes(Path(output), proto.SerializeToString())
         log.info("wrote %s", output)
-    return ExportResult(proto, input_shapes(model), output_names(model), error)
+    return ExportResult(proto, model.input_shapes(), model.output_names(), error, input_dtypes(model))

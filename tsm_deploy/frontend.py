@@ -43,7 +43,9 @@ class ShiftReport:
 def import_onnx(proto: onnx.ModelProto) -> tvm.IRModule:
     """Weights become constants of ``main`` (so they can be folded and prepacked at compile time)."""
     mod = from_onnx(proto, keep_params_in_input=False)
-    return relax.transform.DecomposeOpsForInference()(mod)
+    # FoldConstant: the importer guards Gather indices with shape_of/less/where on constants (compiled
+    # preprocessing gathers with constant indices); folded, the graph is static again.
+    return relax.transform.FoldConstant()(relax.transform.DecomposeOpsForInference()(mod))
 
 
 def _op_counts(mod: tvm.IRModule) -> Counter:
@@ -74,11 +76,15 @@ def _symbolic_shapes(func: relax.Function) -> list[str]:
     return bad
 
 
-def check_static_shift(mod: tvm.IRModule, n_shift_buffers: int) -> ShiftReport:
-    """Fail unless the graph is static and holds at least the slices/concats of ``n_shift_buffers`` shifts.
+# Minimum (strided_slice, concatenate) each shift leaves in the graph. Online (uni-directional,
+# streamed): the cached fold and the rest, one concat. Offline bi-directional: three channel folds,
+# one time slice for each moved fold, a concat with the zero padding for each, one concat of the folds.
+SHIFT_OPS = {"unidirectional": (2, 1), "bidirectional": (5, 3)}
 
-    Each online shift is two slices (the cached fold and the rest) and one concatenation.
-    """
+
+def check_static_shift(mod: tvm.IRModule, expected_shifts: int, direction: str = "unidirectional") -> ShiftReport:
+    """Fail unless the graph is static and holds the slices/concats of at least ``expected_shifts``
+    shifts (what the model spec says the network has): fewer means the shift was lost on the way."""
     counts = _op_counts(mod)
     forbidden = sorted(op for op in counts if op in FORBIDDEN_OPS)
     if forbidden:
@@ -87,10 +93,13 @@ def check_static_shift(mod: tvm.IRModule, n_shift_buffers: int) -> ShiftReport:
     if symbolic:
         raise CheckFailed(f"the model has dynamic shapes (at {', '.join(symbolic[:3])}); a static graph is required")
     slices, concats = counts.get("relax.strided_slice", 0), counts.get("relax.concat", 0)
-    if slices < 2 * n_shift_buffers or concats < n_shift_buffers:
+    per_slice, per_concat = SHIFT_OPS[direction]
+    if slices < per_slice * expected_shifts or concats < per_concat * expected_shifts:
         raise CheckFailed(
-            f"expected >= {2 * n_shift_buffers} strided_slice and >= {n_shift_buffers} concatenate for "
-            f"{n_shift_buffers} shifted blocks, found {slices} and {concats}"
+            f"expected >= {per_slice * expected_shifts} strided_slice and >= {per_concat * expected_shifts} "
+            f"concatenate for {expected_shifts} {direction} shifts, found {slices} and {concats}: "
+            "the temporal shift was lost on the way to the graph"
         )
-    log.info("shift check passed: %d strided_slice, %d concatenate, static shapes", slices, concats)
+    log.info("shift check passed: %d shifts expected; %d strided_slice, %d concatenate, static shapes",
+             expected_shifts, slices, concats)
     return ShiftReport(dict(counts), slices, concats)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import TsmDeployError, one_line
+from .evaluate.runners import StepOutput
 from .runtime.manifest import Manifest, read_manifest
 
 log = logging.getLogger(__name__)
@@ -95,20 +96,28 @@ class RemoteArtifact:
 
         return [tvm.runtime.tensor(np.zeros(s.shape, s.dtype), device=self.device) for s in self.manifest.buffers]
 
-    def step(self, frame: np.ndarray, buffers: list[Any]) -> tuple[Any, list[Any]]:
+    def step(self, x: np.ndarray, buffers: list[Any]) -> tuple[Any, list[Any]]:
+        """One call: ``x`` is the frame (stream) or clip; ``buffers`` the state inputs in ``io.state``
+        order. -> (logits, next state) as remote tensors, which stay on the device."""
         import tvm
 
-        self.vm.set_input("main", tvm.runtime.tensor(frame, device=self.device), *buffers)
+        m = self.manifest
+        by_name = dict(zip((i for _, i in m.state), buffers))
+        by_name[m.frame.name] = tvm.runtime.tensor(x, device=self.device)
+        self.vm.set_input("main", *(by_name[spec.name] for spec in m.inputs))
         self.vm.invoke_stateful("main")
         outputs = self.vm.get_outputs("main")
-        return outputs[0], list(outputs[1:])
+        outputs = [outputs] if hasattr(outputs, "numpy") else list(outputs)
+        return outputs[m.output_index(m.io.logits)], [outputs[m.output_index(o)] for o, _ in m.state]
 
     def latencies_ms(self, frames: int, warmup: int = 5) -> list[float]:
         """Per-frame latency measured on the device by TVM's time evaluator (one run per sample)."""
-        frame = np.zeros(self.manifest.frame.shape, dtype=np.float32)
         import tvm
 
-        self.vm.set_input("main", tvm.runtime.tensor(frame, device=self.device), *self.zero_buffers())
+        m = self.manifest
+        by_name = dict(zip((i for _, i in m.state), self.zero_buffers()))
+        by_name[m.frame.name] = tvm.runtime.tensor(np.zeros(m.frame.shape, dtype=m.frame.dtype), device=self.device)
+        self.vm.set_input("main", *(by_name[spec.name] for spec in m.inputs))
         timer = self.vm.time_evaluator("invoke_stateful", self.device, number=1, repeat=frames, min_repeat_ms=0)
         for _ in range(warmup):
             self.vm.invoke_stateful("main")
@@ -116,19 +125,20 @@ class RemoteArtifact:
 
 
 class RpcRunner:
-    """verify's runner for a real device: same frames, same report as on the host."""
+    """The artifact on a real device (a :class:`~tsm_deploy.evaluate.runners.Runner`): same inputs, same
+    report as on the host."""
 
     def __init__(self, artifact_dir: Path, address: str) -> None:
         self.name = f"rpc {address}"
         self.remote = RemoteArtifact(artifact_dir, address)
 
-    def run(self, frames: np.ndarray) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+    def run(self, frames: np.ndarray) -> list[StepOutput]:
         with self.remote:  # one run per runner: the session is released for the next client
             buffers = self.remote.zero_buffers()
             logits, results = None, []
             for i, frame in enumerate(frames):
                 logits, buffers = self.remote.step(np.ascontiguousarray(frame), buffers)
-                results.append((logits.numpy().reshape(-1), [b.numpy() for b in buffers]))
+                results.append(StepOutput(logits.numpy().reshape(-1), [b.numpy() for b in buffers]))
                 log.info("rpc frame %d/%d", i + 1, len(frames))
             del logits, buffers  # remote tensors hold the session too
         return results

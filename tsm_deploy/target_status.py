@@ -44,8 +44,8 @@ def target_status(target: Any) -> dict[str, Any]:
     import platform
     import shutil
 
-    from .checkpoint import DEFAULT_CONFIG
-    from .compile import has_database, model_key, tuning_database_dir
+    from .checkpoint.default import default_config
+    from .tuning.database import database_dir, has_database, model_key
     from .targets import CROSS_COMPILER_PACKAGES, _detect_cuda_arch
 
     here = platform.machine()
@@ -77,7 +77,7 @@ def target_status(target: Any) -> dict[str, Any]:
         why = f"emulated with {emulator['program']}" if runs else f"needs {emulator['program']} (apt-get install qemu-user-static)"
     else:
         runs, why = False, f"needs a {target.arch} machine"
-    database = tuning_database_dir(target, DEFAULT_CONFIG)
+    database = database_dir(target.tuning_logs, default_config())
     return {
         "name": target.name,
         "description": target.description,
@@ -92,7 +92,7 @@ def target_status(target: Any) -> dict[str, Any]:
         "runs_here": runs,
         "runs_here_detail": why,
         "tuning_records": {
-            "model": model_key(DEFAULT_CONFIG),
+            "model": model_key(default_config()),
             "path": str(database) if database else None,
             "present": has_database(database),
         },

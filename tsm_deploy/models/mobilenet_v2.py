@@ -32,9 +32,6 @@ INVERTED_RESIDUAL_SETTING = (
     (6, 320, 1, 1),
 )
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 def make_divisible(x: float, divisible_by: int = 8) -> int:
     return int(math.ceil(x / divisible_by) * divisible_by)
@@ -112,7 +109,11 @@ class BufferSpec:
 
 
 class OnlineTSMMobileNetV2(nn.Module):
-    """``forward(frame, *buffers) -> (logits, *next_buffers)`` for one frame ``(1, 3, S, S)``."""
+    """``forward(frame, *buffers) -> (logits, *next_buffers)`` for one frame ``(1, 3, S, S)``.
+
+    A ``stream`` model of the registry: output ``next_shift_buffer_i`` feeds ``shift_buffer_i``."""
+
+    io_kind = "stream"
 
     def __init__(
         self,
@@ -162,6 +163,21 @@ class OnlineTSMMobileNetV2(nn.Module):
     @property
     def frame_shape(self) -> tuple[int, int, int, int]:
         return (1, 3, self.input_size, self.input_size)
+
+    @property
+    def n_shifts(self) -> int:
+        return len(self.buffer_specs)
+
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = {"frame": self.frame_shape}
+        shapes.update({f"shift_buffer_{i}": spec.shape for i, spec in enumerate(self.buffer_specs)})
+        return shapes
+
+    def output_names(self) -> list[str]:
+        return ["logits"] + [f"next_shift_buffer_{i}" for i in range(len(self.buffer_specs))]
+
+    def state_pairs(self) -> list[tuple[str, str]]:
+        return [(f"next_shift_buffer_{i}", f"shift_buffer_{i}") for i in range(len(self.buffer_specs))]
 
     def zero_buffers(self) -> list[torch.Tensor]:
         return [torch.zeros(spec.shape) for spec in self.buffer_specs]

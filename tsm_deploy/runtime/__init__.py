@@ -1,20 +1,45 @@
-"""The on-device runtime: loads an artifact and streams frames through it.
+"""The on-device runtime: loads an artifact and runs frames (stream) or clips through it.
 
-Imports only TVM's runtime, numpy and the standard library: never torch, onnx or the compiler side
-of tsm_deploy, so this package (with ``tsm_deploy/__init__.py`` and ``errors.py``) is all a device needs.
+A self-contained package: it imports only the standard library, numpy and TVM's runtime (PyAV,
+optionally, for video): never torch, onnx or the compiler side of tsm_deploy. The deploy bundle
+copies this package as it is (found by import), so everything it needs lives inside it.
 """
 
-from .manifest import FORMAT_VERSION, Manifest, TensorSpec, read_manifest
+from __future__ import annotations
+
+from pathlib import Path
+
+from .clip import ClipModel, ClipResult, segment_centres, windows
+from .errors import CheckFailed, TsmDeployError
+from .manifest import FORMAT_VERSION, ClipIO, Manifest, StreamIO, TensorSpec, read_manifest
 from .preprocess import prepare_frame
 from .stream import DEFAULT_HISTORY, StepResult, StreamingModel
+
+
+def load_model(artifact_dir: Path | str, history: int = 1, threads: int | None = None) -> StreamingModel | ClipModel:
+    """The right model class for the artifact's I/O kind (its manifest says)."""
+    manifest = read_manifest(artifact_dir, check_module=False)
+    if manifest.kind == "clip":
+        return ClipModel(artifact_dir, threads=threads)
+    return StreamingModel(artifact_dir, history=history, threads=threads)
+
 
 __all__ = [
     "DEFAULT_HISTORY",
     "FORMAT_VERSION",
+    "CheckFailed",
+    "ClipIO",
+    "ClipModel",
+    "ClipResult",
     "Manifest",
     "StepResult",
+    "StreamIO",
     "StreamingModel",
     "TensorSpec",
+    "TsmDeployError",
+    "load_model",
     "prepare_frame",
     "read_manifest",
+    "segment_centres",
+    "windows",
 ]

@@ -4,9 +4,9 @@ Three modes, standard library + numpy + TVM runtime only:
 
 * default: stream ``--frames`` seeded camera-sized frames (or ``--video`` frames when PyAV is
   installed), print the top-1 per frame and the per-frame latency;
-* ``--inputs frames.npy --outputs out.npz``: run prepared frames ``(N, 1, 3, S, S)`` in order from
-  zero buffers and save every frame's logits and buffers (what ``tsm-deploy verify --emulate`` and
-  remote checks compare against PyTorch on the host);
+* ``--inputs inputs.npy --outputs out.npz``: run prepared inputs in order (stream: frames
+  ``(N, 1, 3, S, S)`` from zero buffers; clip: clips ``(N, 1, T, 3, S, S)``) and save every step's
+  logits and state (what ``tsm-deploy verify --emulate`` compares against PyTorch on the host);
 * ``--check``: load the artifact (sha256, format version) and exit.
 
 Exit codes: 0 ok, 2 bad input (one line on stderr).
@@ -21,7 +21,9 @@ import time
 
 import numpy as np
 
-from ..errors import TsmDeployError
+from . import load_model
+from .clip import ClipModel
+from .errors import TsmDeployError
 from .stream import DEFAULT_HISTORY, StreamingModel
 
 log = logging.getLogger("tsm_deploy.runtime")
@@ -41,16 +43,21 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_inputs(model: StreamingModel, inputs: str, outputs: str) -> None:
-    frames = np.load(inputs)
-    model.reset()
+def run_inputs(model: StreamingModel | ClipModel, inputs: str, outputs: str) -> None:
+    """Every step's logits (``logits_i``) and, for a stream, state (``buffer_i_j``) into one .npz."""
+    steps = np.load(inputs)
     arrays: dict[str, np.ndarray] = {}
-    for i, frame in enumerate(frames):
-        arrays[f"logits_{i}"] = model.run_prepared(np.ascontiguousarray(frame, dtype=np.float32))
-        for j, buffer in enumerate(model.buffers()):
-            arrays[f"buffer_{i}_{j}"] = buffer
-        log.info("frame %d/%d", i + 1, len(frames))
-    np.savez(outputs, count=np.array(len(frames)), **arrays)
+    if isinstance(model, StreamingModel):
+        model.reset()
+    for i, step in enumerate(steps):
+        if isinstance(model, ClipModel):
+            arrays[f"logits_{i}"] = model.predict(np.ascontiguousarray(step)).logits
+        else:
+            arrays[f"logits_{i}"] = model.run_prepared(np.ascontiguousarray(step))
+            for j, buffer in enumerate(model.buffers()):
+                arrays[f"buffer_{i}_{j}"] = buffer
+        log.info("step %d/%d", i + 1, len(steps))
+    np.savez(outputs, count=np.array(len(steps)), **arrays)
 
 
 def _frames(args: argparse.Namespace):
@@ -82,11 +89,24 @@ def stream(model: StreamingModel, args: argparse.Namespace) -> None:
         print(f"median {np.median(times):.1f} ms/frame ({1000 / np.median(times):.1f} fps) over {len(times)} frames")
 
 
+def clips(model: ClipModel, args: argparse.Namespace) -> None:
+    """Frames in windows of T (one per segment), one prediction per window."""
+    window: list[np.ndarray] = []
+    for frame in _frames(args):
+        window.append(frame)
+        if len(window) == model.segments:
+            start = time.perf_counter()
+            result = model.predict(window)
+            label = f" {result.label}" if result.label else ""
+            print(f"clip top1={result.top1}{label} {(time.perf_counter() - start) * 1000:.1f} ms")
+            window = []
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
-        model = StreamingModel(args.artifact, history=args.history, threads=args.threads)
+        model = load_model(args.artifact, history=args.history, threads=args.threads)
         if args.check:
             print(f"ok: {args.artifact} ({model.manifest.target['name']}, {model.manifest.model['arch']})")
         elif args.inputs:
@@ -94,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise TsmDeployError("--inputs needs --outputs")
             run_inputs(model, args.inputs, args.outputs)
         else:
-            stream(model, args)
+            stream(model, args) if isinstance(model, StreamingModel) else clips(model, args)
     except TsmDeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

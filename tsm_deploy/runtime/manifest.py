@@ -5,9 +5,12 @@ standard library (no TVM, torch, onnx or numpy).
 
 Artifact directory::
 
-    manifest.json   format_version, model config, target, I/O names/shapes/dtypes, state pairs,
-                    preprocessing, labels, TVM version, module file + sha256
+    manifest.json   format_version, model config, target, I/O (kind, names, shapes, dtypes, state
+                    pairs or clip layout), preprocessing, labels, TVM version, module file + sha256
     module.so       the compiled Relax VM executable (weights included)
+
+Format 2 says the I/O kind explicitly (``io``): a ``stream`` (frame in, logits out, state fed back)
+or a ``clip`` (T frames at once). Format 1 artifacts (streams only, positional I/O) are still read.
 """
 
 from __future__ import annotations
@@ -15,14 +18,38 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import TsmDeployError
+from .errors import TsmDeployError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
+DTYPES = ("float32", "float16", "uint8", "int8", "int32", "int64")
+FRAME_FORMATS = ("prepared", "rgb_uint8")  # what the frame/clip input takes
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _name(value: Any, what: str) -> str:
+    _require(isinstance(value, str) and value != "", f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _positive_int(value: Any, what: str) -> int:
+    _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+             f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+def _mapping(value: Any, what: str) -> dict[str, Any]:
+    _require(isinstance(value, dict), f"{what} must be an object, got {type(value).__name__}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -32,17 +59,81 @@ class TensorSpec:
     dtype: str = "float32"
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TensorSpec":
-        return cls(name=data["name"], shape=tuple(int(d) for d in data["shape"]), dtype=data.get("dtype", "float32"))
+    def from_dict(cls, data: Any) -> "TensorSpec":
+        data = _mapping(data, "tensor spec")
+        name = _name(data.get("name"), "tensor name")
+        shape = data.get("shape")
+        _require(isinstance(shape, list), f"shape of {name} must be a list, got {shape!r}")
+        dims = tuple(_positive_int(d, f"dimension of {name}") for d in shape)
+        dtype = data.get("dtype", "float32")
+        _require(dtype in DTYPES, f"dtype of {name} must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        return cls(name=name, shape=dims, dtype=dtype)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class StreamIO:
+    """One frame per call; each ``state`` pair's output is fed to its input on the next call."""
+
+    frame: str
+    logits: str
+    state: tuple[tuple[str, str], ...]  # (output name, input name)
+    state_layout: str = "NCHW"
+    frame_format: str = "prepared"  # "rgb_uint8": the frame goes in raw, preprocessing is compiled in
+    kind: str = field(default="stream", init=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "frame": self.frame, "logits": self.logits,
+                "state": [{"output": o, "input": i} for o, i in self.state],
+                "state_layout": self.state_layout, "frame_format": self.frame_format}
+
+
+@dataclass(frozen=True)
+class ClipIO:
+    """``segments`` frames at once in one input of the given layout (``NTCHW``: (1, T, 3, S, S))."""
+
+    clip: str
+    logits: str
+    segments: int
+    layout: str = "NTCHW"
+    frame_format: str = "prepared"
+    kind: str = field(default="clip", init=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "clip": self.clip, "logits": self.logits, "segments": self.segments,
+                "layout": self.layout, "frame_format": self.frame_format}
+
+
+def _io_from_dict(data: Any) -> StreamIO | ClipIO:
+    data = _mapping(data, "io")
+    kind = data.get("kind")
+    frame_format = data.get("frame_format", "prepared")
+    _require(frame_format in FRAME_FORMATS, f"io.frame_format must be one of {FRAME_FORMATS}, got {frame_format!r}")
+    if kind == "stream":
+        state = data.get("state")
+        _require(isinstance(state, list), "io.state must be a list")
+        pairs = tuple(
+            (_name(_mapping(s, "state pair").get("output"), "state output"), _name(s.get("input"), "state input"))
+            for s in state
+        )
+        return StreamIO(_name(data.get("frame"), "io.frame"), _name(data.get("logits"), "io.logits"), pairs,
+                        _name(data.get("state_layout", "NCHW"), "io.state_layout"), frame_format)
+    if kind == "clip":
+        return ClipIO(_name(data.get("clip"), "io.clip"), _name(data.get("logits"), "io.logits"),
+                      _positive_int(data.get("segments"), "io.segments"), _name(data.get("layout", "NTCHW"), "io.layout"),
+                      frame_format)
+    raise ValueError(f"io.kind must be 'stream' or 'clip', got {kind!r}")
 
 
 @dataclass(frozen=True)
 class Manifest:
     model: dict[str, Any]  # ModelConfig fields + checkpoint source/sha256
     target: dict[str, Any]  # name, device, arch, tvm_target, host
-    inputs: tuple[TensorSpec, ...]  # frame first, then the shift buffers
-    outputs: tuple[TensorSpec, ...]  # logits first, then the next shift buffers
-    state: tuple[tuple[str, str], ...]  # (output name, input name): what feeds back each step
+    inputs: tuple[TensorSpec, ...]  # in call order
+    outputs: tuple[TensorSpec, ...]  # in result order
+    io: StreamIO | ClipIO
     preprocess: dict[str, Any]
     module_file: str
     module_sha256: str
@@ -50,48 +141,136 @@ class Manifest:
     tsm_deploy_version: str
     labels: tuple[str, ...] | None = None
     tuning: dict[str, Any] = field(default_factory=dict)
+    task: dict[str, Any] | None = None  # what the model was trained for: frame rate, clip length...
     format_version: int = FORMAT_VERSION
 
     @property
+    def kind(self) -> str:
+        return self.io.kind
+
+    def input(self, name: str) -> TensorSpec:
+        return next(spec for spec in self.inputs if spec.name == name)
+
+    def output_index(self, name: str) -> int:
+        return next(i for i, spec in enumerate(self.outputs) if spec.name == name)
+
+    @property
     def frame(self) -> TensorSpec:
-        return self.inputs[0]
+        """The frame (stream) or clip input."""
+        return self.input(self.io.frame if isinstance(self.io, StreamIO) else self.io.clip)
+
+    @property
+    def state(self) -> tuple[tuple[str, str], ...]:
+        return self.io.state if isinstance(self.io, StreamIO) else ()
 
     @property
     def buffers(self) -> tuple[TensorSpec, ...]:
-        return self.inputs[1:]
+        """The state inputs (shift buffers) of a stream, in state-pair order; () for a clip."""
+        return tuple(self.input(i) for _, i in self.state)
 
     def to_json(self) -> str:
-        data = asdict(self)
-        data["state"] = [{"output": o, "input": i} for o, i in self.state]
-        data["module"] = {"file": data.pop("module_file"), "sha256": data.pop("module_sha256")}
+        data = {
+            "format_version": self.format_version,
+            "model": self.model,
+            "target": self.target,
+            "io": self.io.to_dict(),
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "preprocess": self.preprocess,
+            "labels": list(self.labels) if self.labels else None,
+            "task": self.task,
+            "tvm_version": self.tvm_version,
+            "tsm_deploy_version": self.tsm_deploy_version,
+            "module": {"file": self.module_file, "sha256": self.module_sha256},
+            "tuning": self.tuning,
+        }
         return json.dumps(data, indent=2) + "\n"
 
     @classmethod
     def from_json(cls, text: str, where: str = "manifest") -> "Manifest":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise TsmDeployError(f"{where}: not valid JSON ({exc.msg})") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise TsmDeployError(f"{where}: not valid JSON ({getattr(exc, 'msg', type(exc).__name__)})") from None
         version = data.get("format_version") if isinstance(data, dict) else None
-        if version != FORMAT_VERSION:
-            raise TsmDeployError(f"{where}: artifact format {version!r} is not supported (this runtime reads {FORMAT_VERSION})")
-        try:
-            return cls(
-                model=data["model"],
-                target=data["target"],
-                inputs=tuple(TensorSpec.from_dict(t) for t in data["inputs"]),
-                outputs=tuple(TensorSpec.from_dict(t) for t in data["outputs"]),
-                state=tuple((s["output"], s["input"]) for s in data["state"]),
-                preprocess=data["preprocess"],
-                module_file=data["module"]["file"],
-                module_sha256=data["module"]["sha256"],
-                tvm_version=data["tvm_version"],
-                tsm_deploy_version=data["tsm_deploy_version"],
-                labels=tuple(data["labels"]) if data.get("labels") else None,
-                tuning=data.get("tuning", {}),
+        if version not in READABLE_VERSIONS or isinstance(version, bool):
+            raise TsmDeployError(
+                f"{where}: artifact format {version!r} is not supported (this runtime reads {READABLE_VERSIONS})"
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TsmDeployError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from None
+        try:
+            return cls._from_dict(data, version)
+        except (KeyError, TypeError, ValueError, AttributeError, StopIteration) as exc:
+            detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc) or type(exc).__name__
+            raise TsmDeployError(f"{where}: malformed manifest ({' '.join(detail.split())})") from None
+
+    @classmethod
+    def _from_dict(cls, data: dict[str, Any], version: int) -> "Manifest":
+        inputs = tuple(TensorSpec.from_dict(t) for t in _list(data["inputs"], "inputs"))
+        outputs = tuple(TensorSpec.from_dict(t) for t in _list(data["outputs"], "outputs"))
+        _require(inputs and outputs, "a model needs inputs and outputs")
+        if version == 1:  # streams only: frame first, logits first, state pairs listed
+            state = tuple((s["output"], s["input"]) for s in _list(data["state"], "state"))
+            io: StreamIO | ClipIO = StreamIO(inputs[0].name, outputs[0].name, state)
+        else:
+            io = _io_from_dict(data["io"])
+        target = _mapping(data["target"], "target")
+        for key in ("name", "device", "arch"):
+            _name(target.get(key), f"target.{key}")
+        module = _mapping(data["module"], "module")
+        labels = data.get("labels")
+        _require(labels is None or isinstance(labels, list) and all(isinstance(x, str) for x in labels),
+                 "labels must be a list of strings")
+        manifest = cls(
+            model=_mapping(data["model"], "model"),
+            target=target,
+            inputs=inputs,
+            outputs=outputs,
+            io=io,
+            preprocess=_check_preprocess(data["preprocess"]),
+            module_file=_name(module.get("file"), "module.file"),
+            module_sha256=_name(module.get("sha256"), "module.sha256"),
+            tvm_version=_name(data["tvm_version"], "tvm_version"),
+            tsm_deploy_version=_name(data["tsm_deploy_version"], "tsm_deploy_version"),
+            labels=tuple(labels) if labels else None,
+            tuning=_mapping(data.get("tuning") or {}, "tuning"),
+            task=_mapping(data["task"], "task") if data.get("task") is not None else None,
+            format_version=version,
+        )
+        _check_consistent(manifest)
+        return manifest
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    _require(isinstance(value, list), f"{what} must be a list, got {type(value).__name__}")
+    return value
+
+
+def _check_preprocess(value: Any) -> dict[str, Any]:
+    pre = _mapping(value, "preprocess")
+    _positive_int(pre.get("crop"), "preprocess.crop")
+    _positive_int(pre.get("resize_short"), "preprocess.resize_short")
+    for key in ("mean", "std"):
+        vals = pre.get(key)
+        _require(isinstance(vals, list) and len(vals) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals),
+                 f"preprocess.{key} must be three numbers")
+    _require(all(v != 0 for v in pre["std"]), "preprocess.std must not be zero")
+    _require(isinstance(pre.get("scale"), (int, float)) and not isinstance(pre.get("scale"), bool), "preprocess.scale must be a number")
+    return pre
+
+
+def _check_consistent(m: Manifest) -> None:
+    """Every name the I/O section uses exists, with the shapes the runtime will allocate."""
+    in_names = [t.name for t in m.inputs]
+    out_names = [t.name for t in m.outputs]
+    _require(len(set(in_names)) == len(in_names) and len(set(out_names)) == len(out_names), "duplicate tensor names")
+    _require(m.io.logits in out_names, f"io.logits {m.io.logits!r} is not an output")
+    frame = m.io.frame if isinstance(m.io, StreamIO) else m.io.clip
+    _require(frame in in_names, f"the frame/clip input {frame!r} is not an input")
+    for out, inp in m.state:
+        _require(out in out_names and inp in in_names, f"state pair {out!r} -> {inp!r} names an unknown tensor")
+        _require(m.outputs[out_names.index(out)].shape == m.input(inp).shape, f"state pair {out!r} -> {inp!r}: shapes differ")
+    stated = {i for _, i in m.state} | {frame}
+    _require(set(in_names) == stated, "every input must be the frame/clip or a state input")
 
 
 def check_runs_here(manifest: Manifest, artifact_dir: Path | str, hint: str) -> None:
@@ -117,12 +296,18 @@ def read_manifest(artifact_dir: Path | str, check_module: bool = True) -> Manife
     path = artifact_dir / MANIFEST_NAME
     if not artifact_dir.is_dir():
         raise TsmDeployError(f"artifact not found: {artifact_dir} is not a directory")
-    if not path.exists():
+    if not path.is_file():
         raise TsmDeployError(f"{artifact_dir} is not a tsm-deploy artifact (no {MANIFEST_NAME})")
-    manifest = Manifest.from_json(path.read_text(), str(path))
+    try:
+        text = path.read_text()
+    except (UnicodeDecodeError, OSError) as exc:
+        raise TsmDeployError(f"{path}: unreadable ({type(exc).__name__})") from None
+    manifest = Manifest.from_json(text, str(path))
     if check_module:
         module = artifact_dir / manifest.module_file
-        if not module.exists():
+        if Path(manifest.module_file).name != manifest.module_file:
+            raise TsmDeployError(f"{path}: module file {manifest.module_file!r} must be a plain file name")
+        if not module.is_file():
             raise TsmDeployError(f"artifact {artifact_dir}: module file {manifest.module_file} is missing")
         if sha256_file(module) != manifest.module_sha256:
             raise TsmDeployError(

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import TsmDeployError
+from .errors import TsmDeployError
 
 
 def _bilinear_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:

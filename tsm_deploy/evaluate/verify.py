@@ -1,11 +1,12 @@
-"""Numeric parity: stream the same frames through PyTorch and a compiled artifact, compare every step.
+"""Numeric parity: run the same inputs through PyTorch and a compiled artifact, compare every step.
 
-Frames are seeded uint8 camera-sized images, prepared once with the runtime's own preprocessing, and
-fed to both sides; each side feeds its own shift buffers back, so an error in the buffers shows up in
-later frames' logits. Reported per frame: max abs and relative error of the logits and of every
-buffer, and whether the top-1 class agrees.
+Inputs are seeded uint8 camera-sized images, prepared once with the runtime's own preprocessing, and
+fed to both sides. Streams: each side feeds its own shift buffers back, so an error in a buffer shows
+up in later frames' logits. Clips: T frames at once, every clip from a different seed. Reported per
+step: max abs and relative error of the logits and of every buffer, and whether the top-1 agrees.
 
-Where the artifact runs is a :class:`StreamRunner`: on this host (here), under QEMU or over RPC.
+Where the artifact runs is a :class:`~tsm_deploy.evaluate.runners.Runner`: this host, QEMU or RPC;
+the reference is the :class:`~tsm_deploy.evaluate.runners.TorchRunner` of the checkpoint.
 """
 
 from __future__ import annotations
@@ -14,48 +15,22 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
-import torch
 
-from .atomic import atomic_write_text
-from .checkpoint import LoadedCheckpoint
-from .errors import TsmDeployError
-from .runtime.manifest import Manifest, check_runs_here, read_manifest
-from .runtime.preprocess import prepare_frame
+from ..atomic import atomic_write_text
+from ..checkpoint import LoadedCheckpoint
+from ..errors import TsmDeployError
+from ..runtime.manifest import Manifest, read_manifest
+from .inputs import reference_preparation, seeded_inputs
+from .runners import ArtifactRunner, Runner, TorchRunner
 
 log = logging.getLogger(__name__)
 
 DEFAULT_FRAMES = 32
 DEFAULT_TOLERANCE = 1e-4
-CAMERA_SHAPE = (240, 320, 3)  # the original demo's capture size
-
-
-class StreamRunner(Protocol):
-    """Runs prepared frames through an artifact in order, from zero buffers.
-
-    Returns per frame ``(logits, [buffers...])`` as numpy arrays."""
-
-    name: str
-
-    def run(self, frames: np.ndarray) -> list[tuple[np.ndarray, list[np.ndarray]]]: ...
-
-
-class HostRunner:
-    """The artifact loaded on this machine with the thin runtime."""
-
-    name = "host"
-
-    def __init__(self, artifact_dir: Path) -> None:
-        from .runtime.stream import StreamingModel
-
-        check_runs_here(read_manifest(artifact_dir), artifact_dir, "verify it with --emulate (aarch64) or --rpc HOST:PORT on the device")
-        self.model = StreamingModel(artifact_dir)
-
-    def run(self, frames: np.ndarray) -> list[tuple[np.ndarray, list[np.ndarray]]]:
-        self.model.reset()
-        return [(self.model.run_prepared(frame), self.model.buffers()) for frame in frames]
+HOST_HINT = "verify it with --emulate (aarch64) or --rpc HOST:PORT on the device"
 
 
 @dataclass(frozen=True)
@@ -82,14 +57,15 @@ class VerifyReport:
     buffers_max_abs_error: float
     top1_agreement: float  # fraction of frames, 0..1
     passed: bool
-    per_frame: list[FrameParity] = field(default_factory=list)
+    per_frame: list[FrameParity] = field(default_factory=list)  # one per step (frame or clip)
+    kind: str = "stream"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     def table(self) -> str:
         lines = [
-            f"{'frame':>5} {'logits max abs':>15} {'logits max rel':>15} {'buffers max abs':>16} {'top1 torch':>10} {'top1 tvm':>9}"
+            f"{'step':>5} {'logits max abs':>15} {'logits max rel':>15} {'buffers max abs':>16} {'top1 torch':>10} {'top1 tvm':>9}"
         ]
         for p in self.per_frame:
             mark = "" if p.top1_reference == p.top1_artifact else "  <- differs"
@@ -98,30 +74,13 @@ class VerifyReport:
                 f" {p.top1_reference:>10} {p.top1_artifact:>9}{mark}"
             )
         verdict = "PASS" if self.passed else "FAIL"
+        steps = "frames" if self.kind == "stream" else "clips"
         lines.append(
-            f"{verdict}: {self.frames} frames on {self.runner} ({self.target}): logits max abs {self.max_abs_error:.3e} "
+            f"{verdict}: {self.frames} {steps} on {self.runner} ({self.target}): logits max abs {self.max_abs_error:.3e} "
             f"(tolerance {self.tolerance:g}), max rel {self.max_rel_error:.3e}, buffers max abs "
             f"{self.buffers_max_abs_error:.3e}, top-1 agreement {self.top1_agreement:.1%}"
         )
         return "\n".join(lines)
-
-
-def seeded_frames(manifest: Manifest, count: int, seed: int) -> np.ndarray:
-    """``count`` prepared frames ``(count, 1, 3, S, S)`` from seeded uint8 camera-sized images."""
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, size=(count, *CAMERA_SHAPE), dtype=np.uint8)
-    return np.stack([prepare_frame(image, manifest.preprocess) for image in images])
-
-
-def reference_outputs(checkpoint: LoadedCheckpoint, frames: np.ndarray) -> list[tuple[np.ndarray, list[np.ndarray]]]:
-    model = checkpoint.model()
-    buffers = model.zero_buffers()
-    results = []
-    with torch.no_grad():
-        for frame in frames:
-            logits, *buffers = model(torch.from_numpy(frame), *buffers)
-            results.append((logits.numpy().reshape(-1), [b.numpy() for b in buffers]))
-    return results
 
 
 def check_checkpoint_matches(manifest: Manifest, checkpoint: LoadedCheckpoint) -> None:
@@ -149,37 +108,39 @@ def verify_artifact(
     frames: int = DEFAULT_FRAMES,
     seed: int = 0,
     tolerance: float = DEFAULT_TOLERANCE,
-    runner: StreamRunner | None = None,
+    runner: Runner | None = None,
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> VerifyReport:
-    """Compare PyTorch and the artifact over ``frames`` streamed frames. Never raises on a mismatch:
-    the report says ``passed``; the caller decides the exit code."""
+    """Compare PyTorch and the artifact over ``frames`` steps (frames of a stream, or clips). Never
+    raises on a mismatch: the report says ``passed``; the caller decides the exit code."""
     if frames < 1:
         raise TsmDeployError(f"--frames must be >= 1, got {frames}")
     artifact_dir = Path(artifact_dir)
     manifest = read_manifest(artifact_dir)
     check_checkpoint_matches(manifest, checkpoint)
-    runner = runner or HostRunner(artifact_dir)
-    prepared = seeded_frames(manifest, frames, seed)
-    log.info("running %d frames through PyTorch", frames)
-    want = reference_outputs(checkpoint, prepared)
+    runner = runner or ArtifactRunner(artifact_dir, name="host", hint=HOST_HINT)
+    inputs = seeded_inputs(manifest, frames, seed)
+    log.info("running %d steps through PyTorch", frames)
+    want = TorchRunner(checkpoint.model(), prepare=reference_preparation(manifest)).run(inputs)
     progress(0, frames)
-    log.info("running %d frames through the artifact (%s)", frames, runner.name)
-    got = runner.run(prepared)
+    log.info("running %d steps through the artifact (%s)", frames, runner.name)
+    got = runner.run(inputs)
     if len(got) != frames:
-        raise TsmDeployError(f"runner {runner.name} returned {len(got)} frames, expected {frames}")
+        raise TsmDeployError(f"runner {runner.name} returned {len(got)} steps, expected {frames}")
     per_frame = []
-    for i, ((ref_logits, ref_buffers), (art_logits, art_buffers)) in enumerate(zip(want, got)):
-        diff = float(np.max(np.abs(ref_logits - art_logits)))
-        buffer_diff = max((float(np.max(np.abs(a - b))) for a, b in zip(ref_buffers, art_buffers)), default=0.0)
+    for i, (ref, art) in enumerate(zip(want, got)):
+        diff = float(np.max(np.abs(ref.logits - art.logits)))
+        if len(ref.state) != len(art.state):
+            raise TsmDeployError(f"runner {runner.name} returned {len(art.state)} buffers, expected {len(ref.state)}")
+        buffer_diff = max((float(np.max(np.abs(a - b))) for a, b in zip(ref.state, art.state)), default=0.0)
         per_frame.append(
             FrameParity(
                 frame=i,
                 logits_max_abs=diff,
-                logits_max_rel=_relative(diff, ref_logits),
+                logits_max_rel=_relative(diff, ref.logits),
                 buffers_max_abs=buffer_diff,
-                top1_reference=int(np.argmax(ref_logits)),
-                top1_artifact=int(np.argmax(art_logits)),
+                top1_reference=int(np.argmax(ref.logits)),
+                top1_artifact=int(np.argmax(art.logits)),
             )
         )
         progress(i + 1, frames)
@@ -201,6 +162,7 @@ def verify_artifact(
         top1_agreement=agreement,
         passed=finite and max_abs <= tolerance and buffers_max <= tolerance and agreement == 1.0,
         per_frame=per_frame,
+        kind=manifest.kind,
     )
 
 

@@ -1,0 +1,123 @@
+"""What every command shares: error handling (one line, exit codes), logging, progress lines, and the
+options with one name and one meaning everywhere (``--checkpoint``, ``--tuning-db``, ``--json PATH``)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from ..errors import TsmDeployError
+
+log = logging.getLogger("tsm_deploy")
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the library's errors into one line on stderr and an exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except TsmDeployError as exc:
+            click.echo(f"error: {' '.join(str(exc).split())}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def echo_args(command: str, **args: Any) -> None:
+    """The resolved arguments, logged (shown with -v) so a failing command's stderr stays one line."""
+    log.info("%s: %s", command, " ".join(f"{k}={v}" for k, v in args.items() if v is not None))
+
+
+def progress(message: str) -> None:
+    click.echo(f"  .. {message}", err=True)
+
+
+def checkpoint_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--checkpoint and what a checkpoint's weights cannot tell."""
+    command = click.option("--segments", type=int, default=None,
+                           help="Clip models: frames per clip T (default: from the checkpoint, else 8).")(command)
+    command = click.option("--fold-div", type=int, default=None, help="Shift 1/N of the channels (default 8).")(command)
+    command = click.option(
+        "--input-size", type=int, default=None, help="Frame size the model runs at (default 224; multiple of 32)."
+    )(command)
+    command = click.option(
+        "--checkpoint",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="PyTorch checkpoint (.pth/.pth.tar). Default: the embedded default model.",
+    )(command)
+    return command
+
+
+def json_option(help_text: str = "Write the report as JSON here.") -> Callable[..., Any]:
+    return click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None, help=help_text)
+
+
+def tuning_db_option(help_text: str) -> Callable[..., Any]:
+    return click.option("--tuning-db", type=click.Path(path_type=Path, file_okay=False), default=None, help=help_text)
+
+
+def model_overrides(input_size: int | None, fold_div: int | None, segments: int | None = None) -> dict[str, Any]:
+    if input_size is not None and (input_size <= 0 or input_size % 32):
+        raise TsmDeployError(f"--input-size must be a positive multiple of 32, got {input_size}")
+    if fold_div is not None and fold_div < 2:
+        raise TsmDeployError(f"--fold-div must be >= 2, got {fold_div}")
+    if segments is not None and segments < 1:
+        raise TsmDeployError(f"--segments must be >= 1, got {segments}")
+    values = {"input_size": input_size, "fold_div": fold_div, "n_segment": segments}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def load_checkpoint_for(checkpoint: Path | None, overrides: dict[str, Any], manifest: Any = None):
+    """--checkpoint, else the default model; with ``manifest``: the reference of that artifact
+    (the default model as compiled, or the file with the artifact's input size and fold)."""
+    from ..checkpoint import reference_checkpoint, resolve_checkpoint
+
+    if manifest is not None:
+        loaded = reference_checkpoint(manifest.model, checkpoint, overrides)
+    else:
+        loaded = resolve_checkpoint(checkpoint, overrides)
+    if checkpoint is None:
+        click.echo(f"note: no --checkpoint given: using the {loaded.source}", err=True)
+    return loaded
+
+
+class ProgressBar:
+    """A click progress bar created on the first update (its length is known only then)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.bar: Any = None
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=f"  {self.label}", file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.bar.pos)
+
+    def __enter__(self) -> "ProgressBar":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)

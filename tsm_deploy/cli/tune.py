@@ -1,0 +1,76 @@
+"""``tsm-deploy tune``: MetaSchedule records for a model on a target (here, over RPC, or emulated)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import TsmDeployError
+from .common import (
+    checkpoint_options,
+    echo_args,
+    handles_errors,
+    load_checkpoint_for,
+    model_overrides,
+    tuning_db_option,
+)
+
+
+@click.command(name="tune")
+@checkpoint_options
+@click.option("--target", "-t", "target_name", required=True, help="Target name (see `tsm-deploy targets`) or .json file.")
+@click.option("--trials", type=click.IntRange(min=1), required=True, help="Trials per task (in all: a resumed run adds up to this).")
+@click.option("--rpc-tracker", default=None, metavar="HOST:PORT", help="Measure on the devices registered at this RPC tracker.")
+@click.option("--rpc-key", default=None, help="Device key at the tracker (default: the target's rpc_key).")
+@click.option("--emulate", is_flag=True, help="Measure aarch64 candidates as instruction counts on an emulated CPU (QEMU).")
+@click.option("--max-tasks", type=click.IntRange(min=1), default=None, help="Tune only the N most expensive tasks.")
+@tuning_db_option("Database directory (default: tuning_logs/<target>/<model>/, which compile reads).")
+@click.option("--no-prepack", is_flag=True, help="Do not rewrite weight layouts (default: on for CPU targets).")
+@click.option("--cuda-arch", default=None, help="CUDA architecture (e.g. sm_86) for the cuda target.")
+@handles_errors
+def command(
+    checkpoint: Path | None,
+    input_size: int | None,
+    fold_div: int | None,
+    segments: int | None,
+    target_name: str,
+    trials: int,
+    rpc_tracker: str | None,
+    rpc_key: str | None,
+    emulate: bool,
+    max_tasks: int | None,
+    tuning_db: Path | None,
+    no_prepack: bool,
+    cuda_arch: str | None,
+) -> None:
+    """Tune a model's kernels for a target with MetaSchedule (resumable; records go to tuning_logs/)."""
+    from ..targets import load_target
+    from ..tuning.loop import tune_model
+    from ..tuning.rpc import RpcConfig, parse_tracker
+
+    echo_args("tune", checkpoint=checkpoint, target=target_name, trials=trials, rpc_tracker=rpc_tracker,
+              rpc_key=rpc_key, max_tasks=max_tasks, tuning_db=tuning_db, emulate=emulate)
+    target = load_target(target_name, cuda_arch=cuda_arch)
+    rpc = None
+    if rpc_tracker is not None:
+        host, port = parse_tracker(rpc_tracker)
+        key = rpc_key or target.rpc_key
+        if not key:
+            raise TsmDeployError(f"target {target.name} has no rpc_key: pass --rpc-key")
+        rpc = RpcConfig(host, port, key)
+    elif rpc_key is not None:
+        raise TsmDeployError("--rpc-key needs --rpc-tracker HOST:PORT")
+    loaded = load_checkpoint_for(checkpoint, model_overrides(input_size, fold_div, segments))
+
+    def progress(task: str, done: int, wanted: int, best_us: float | None) -> None:
+        best = f"{best_us:.1f} us" if best_us is not None else "no valid trial yet"
+        click.echo(f"  .. {task}: {min(done, wanted)}/{wanted} trials, best {best}", err=True)
+
+    summary = tune_model(
+        loaded, target, trials, database_dir=tuning_db, rpc=rpc, prepack=False if no_prepack else None,
+        max_tasks=max_tasks, progress=progress, emulate=emulate,
+    )
+    if summary.untuned_tasks:
+        click.echo(f"not tuned yet: {len(summary.untuned_tasks)} tasks (run again to continue)", err=True)
+    click.echo(f"tuned {summary.line()}")

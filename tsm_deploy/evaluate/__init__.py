@@ -1,0 +1,1 @@
+"""Evaluating compiled models: runners, parity, benchmarks, plots (host side)."""

@@ -1,0 +1,231 @@
+"""Per-frame latency of a compiled artifact next to ONNX Runtime and PyTorch, in one process.
+
+What is measured: one streaming step (one prepared frame in, logits out, shift buffers fed back as
+the next step's inputs) for
+
+* ``tvm``: the artifact through :class:`tsm_deploy.runtime.StreamingModel` (``run_prepared``);
+* ``onnxruntime``: the same model exported by :func:`tsm_deploy.export.export_onnx`, CPU provider,
+  all graph optimisations on;
+* ``pytorch``: the eager model under ``torch.no_grad()``.
+
+Fairness: all runners use the same thread count (``threads``, default ``os.cpu_count()``):
+``torch.set_num_threads``, ORT ``intra_op_num_threads`` (``inter_op_num_threads=1``), and TVM's
+own thread pool resized with ``runtime.config_threadpool`` (the pool that ``TVM_NUM_THREADS`` sizes
+at start-up; the environment variable is set too, for pools created later). Each runner is warmed
+up, then the runners take turns in rounds of ``round_size`` frames, the order rotating every round,
+so background load hits them alike. Reported per runner: median, p10, p90 (ms), fps = 1000/median.
+
+Memory: ``peak_rss_mb`` is the process's resident-set high-water mark while that runner ran (its
+setup and its rounds): on Linux the kernel's ``VmHWM``, reset through ``/proc/self/clear_refs``
+before each of the runner's blocks; elsewhere the largest ``psutil`` RSS sampled after each step.
+All runners live in one process, so this is the whole process's footprint (Python, torch, ORT,
+TVM and every loaded model) while that runner ran, not the runner's own; ``setup_rss_mb`` is how
+much the RSS grew while the runner was created and warmed up, a rough measure of its own share.
+
+Shift overhead: the same network without its ten temporal shifts (``ModelConfig(shift=False)``,
+same weights) is compiled for the same TVM target with the same fusion and the same tuning database
+as the artifact (MetaSchedule matches records by workload, so the kernels the two graphs share get
+the same schedules; the coverage of both is reported), and benchmarked in the same rounds:
+``overhead % = (median with shift / median without - 1) * 100``, for TVM, ORT and PyTorch alike.
+
+Speed claims live in ``benchmarks/*.json`` (measured by ``scripts/bench.py``), never in tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+from ...checkpoint import LoadedCheckpoint
+from ...errors import TsmDeployError
+from ...runtime.manifest import Manifest, check_runs_here, read_manifest
+from ...targets import DeployTarget
+from ..inputs import reference_preparation, seeded_inputs
+from ..runners import ArtifactRunner, OnnxRuntimeRunner, SteppingRunner, TorchRunner
+from .machine import _load_average, machine_info
+from .measure import measure
+from .memory import _PeakRss
+from .report import RUNNERS, BenchReport, RemoteBenchReport, RunnerStats, overhead_pct, write_report
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FRAMES = 200
+DEFAULT_WARMUP = 20
+DEFAULT_ROUND_SIZE = 10
+DISTINCT_FRAMES = 16  # prepared frames cycled through (content does not change a CNN's latency)
+PEAK_RSS_NOTE = (
+    "peak_rss_mb: process RSS high-water mark while this runner ran (setup + its rounds); all runners "
+    "share one process, so it includes Python, torch, ONNX Runtime, TVM and every loaded model. "
+    "setup_rss_mb: RSS growth while the runner was created and warmed up (rough own share)."
+)
+THREADS_NOTE = (
+    "same thread count for all: torch.set_num_threads(n); ORT intra_op_num_threads=n, inter_op 1; "
+    "TVM runtime thread pool resized to n with runtime.config_threadpool (TVM_NUM_THREADS=n set too)"
+)
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    from ...runtime.loader import set_threads
+
+    torch.set_num_threads(threads)
+    set_threads(threads)
+
+
+def _target_from_manifest(manifest: Manifest) -> DeployTarget:
+    """The exact TVM target the artifact was built with (detection already applied), runnable here."""
+    t = manifest.target
+    return DeployTarget(
+        name=t["name"],
+        description=f"{t['name']} (from the artifact's manifest)",
+        device=t["device"],
+        arch=t["arch"],
+        tvm_target=dict(t["tvm_target"]),
+        host=t.get("host"),
+        cross_compiler=None,
+        tuning_logs=None,
+    )
+
+
+def _check_runs_here(manifest: Manifest, artifact_dir: Path) -> None:
+    target = manifest.target
+    if target.get("device") != "cpu":
+        raise TsmDeployError(
+            f"bench compares CPU runtimes on this machine; {artifact_dir} is built for {target.get('device')} "
+            f"({target.get('name')})"
+        )
+    check_runs_here(manifest, artifact_dir, "time it on the device with `tsm-deploy bench --rpc HOST:PORT`")
+
+
+def _noshift_checkpoint(checkpoint: LoadedCheckpoint) -> LoadedCheckpoint:
+    config = replace(checkpoint.config, shift=False)
+    return replace(
+        checkpoint, config=config, source=f"{checkpoint.source} without the temporal shifts", layout="noshift"
+    )
+
+
+def benchmark(
+    artifact_dir: Path,
+    checkpoint: LoadedCheckpoint,
+    frames: int = DEFAULT_FRAMES,
+    warmup: int = DEFAULT_WARMUP,
+    threads: int | None = None,
+    shift_overhead: bool = True,
+    round_size: int = DEFAULT_ROUND_SIZE,
+    seed: int = 0,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+    stage: Callable[[str], None] = lambda message: None,
+) -> BenchReport:
+    """Measure the artifact, ONNX Runtime and PyTorch (and, with ``shift_overhead``, the same three on
+    the network without shifts) side by side in this process. ``progress(done, total)`` counts timed
+    frames over all runners; ``stage(message)`` announces the slow set-up steps."""
+    from ...compile import compile_artifact
+    from ...export import export_onnx
+    from ..verify import check_checkpoint_matches
+
+    if frames < 1:
+        raise TsmDeployError(f"--frames must be >= 1, got {frames}")
+    if warmup < 0:
+        raise TsmDeployError(f"--warmup must be >= 0, got {warmup}")
+    if round_size < 1:
+        raise TsmDeployError(f"round size must be >= 1, got {round_size}")
+    if threads is not None and threads < 1:
+        raise TsmDeployError(f"--threads must be >= 1, got {threads}")
+    threads = threads or os.cpu_count() or 1
+    artifact_dir = Path(artifact_dir)
+    manifest = read_manifest(artifact_dir)
+    _check_runs_here(manifest, artifact_dir)
+    check_checkpoint_matches(manifest, checkpoint)
+    if not checkpoint.config.shift:
+        raise TsmDeployError("bench expects the model with its temporal shifts (it builds the no-shift baseline itself)")
+
+    peak = _PeakRss()
+    load_start = _load_average()
+    prepared = seeded_inputs(manifest, min(frames + warmup, DISTINCT_FRAMES), seed)
+    prepare = reference_preparation(manifest)
+    setup_rss: dict[str, int] = {}
+    runners: list[SteppingRunner] = []
+
+    def add(make: Callable[[], SteppingRunner], name: str) -> None:
+        before = peak.rss_bytes()
+        runner = make()
+        setup_rss[name] = max(0, peak.rss_bytes() - before)
+        runners.append(runner)
+
+    tuning: dict[str, Any] = {"shift": manifest.tuning, "noshift": None}
+    with tempfile.TemporaryDirectory(prefix="tsm-bench-") as tmp:
+        stage("loading the artifact and exporting the model for ONNX Runtime")
+        model = checkpoint.model()
+        add(lambda: ArtifactRunner(artifact_dir), "tvm")
+        add(lambda: OnnxRuntimeRunner(model, export_onnx(model, check_ort=False).model, threads, prepare=prepare), "onnxruntime")
+        add(lambda: TorchRunner(model, prepare=prepare), "pytorch")
+        if shift_overhead:
+            base = _noshift_checkpoint(checkpoint)
+            database = manifest.tuning.get("database") if manifest.tuning else None
+            if database and not Path(database).is_dir():
+                log.warning("the artifact's tuning database %s is gone: the baseline is compiled without it", database)
+                tuning["noshift_note"] = f"tuning database {database} not found: baseline untuned"
+                database = None
+            stage("compiling the same network without shifts (same target, fusion and tuning records)")
+            result = compile_artifact(base, _target_from_manifest(manifest), Path(tmp) / "noshift", database=database)
+            tuning["noshift"] = result.coverage.to_dict()
+            base_model = base.model()
+            add(lambda: ArtifactRunner(Path(tmp) / "noshift", "tvm_noshift"), "tvm_noshift")
+            add(lambda: OnnxRuntimeRunner(base_model, export_onnx(base_model, check_ort=False).model, threads,
+                                          "onnxruntime_noshift", prepare=prepare),
+                "onnxruntime_noshift")
+            add(lambda: TorchRunner(base_model, "pytorch_noshift", prepare=prepare), "pytorch_noshift")
+        _set_threads(threads)  # after compiling: constant folding may have started TVM's pool
+        stage(f"timing {frames} frames x {len(runners)} runners ({warmup} warm-up each, rounds of {round_size})")
+        stats = measure(runners, setup_rss, prepared, frames, warmup, round_size, peak, progress)
+        runners.clear()  # unload the baseline's module before its directory goes
+
+    machine = machine_info()
+    machine["load_average_start"] = load_start
+    machine["load_average_end"] = _load_average()
+    notes = [PEAK_RSS_NOTE, THREADS_NOTE, f"peak RSS measured with {peak.method}"]
+    if (machine["load_average_start"] or 0) > 0.5 * (os.cpu_count() or 1):
+        notes.append(
+            f"the machine was busy when the benchmark started (load average {machine['load_average_start']:.2f} "
+            f"on {os.cpu_count()} cores): absolute figures are noisy"
+        )
+    return BenchReport(
+        artifact=str(artifact_dir),
+        target=manifest.target["name"],
+        model={k: v for k, v in manifest.model.items() if k not in ("source",)},
+        runners={name: stats[name] for name in RUNNERS},
+        noshift={name: stats[f"{name}_noshift"] for name in RUNNERS} if shift_overhead else None,
+        tuning=tuning,
+        machine=machine,
+        settings={
+            "frames": frames,
+            "warmup": warmup,
+            "threads": threads,
+            "round_size": round_size,
+            "distinct_frames": len(prepared),
+            "seed": seed,
+            "checkpoint": checkpoint.source,
+        },
+        notes=notes,
+    )
+
+
+def benchmark_remote(artifact_dir: Path, address: str, frames: int = 200, warmup: int = 20) -> RemoteBenchReport:
+    """Per-frame latency of ``artifact_dir`` on the device behind a TVM RPC server."""
+    from ...remote import RemoteArtifact
+
+    if frames < 1:
+        raise TsmDeployError(f"--frames must be >= 1, got {frames}")
+    with RemoteArtifact(Path(artifact_dir), address) as remote:
+        target = remote.manifest.target["name"]
+        samples = [ms / 1e3 for ms in remote.latencies_ms(frames, warmup=warmup)]
+    # peak RSS is the device process's, which RPC does not report
+    stats = RunnerStats.from_samples("tvm", samples, peak_rss=0, setup_rss=0)
+    return RemoteBenchReport(str(artifact_dir), target, f"rpc {address}", stats)
+
+

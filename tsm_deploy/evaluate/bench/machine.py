@@ -1,0 +1,46 @@
+"""What machine a benchmark ran on, for the report."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from typing import Any
+
+import numpy as np
+
+from ...target_status import cpu_name
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    import onnxruntime
+    import psutil
+    import torch
+    import tvm
+
+    from ... import __version__
+
+    return {
+        "cpu": cpu_name(),
+        "arch": platform.machine(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {
+            "python": platform.python_version(),
+            "tvm": tvm.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "tsm_deploy": __version__,
+        },
+    }

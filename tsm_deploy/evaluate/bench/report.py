@@ -1,0 +1,216 @@
+"""Benchmark results: per-runner statistics, the report (table, JSON, PNG), the remote variant."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...atomic import atomic_write_bytes, atomic_write_text
+from ...errors import TsmDeployError
+
+RUNNERS = ("tvm", "onnxruntime", "pytorch")
+
+
+@dataclass(frozen=True)
+class RunnerStats:
+    name: str
+    frames: int
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+    fps: float  # 1000 / median_ms
+    peak_rss_mb: float
+    setup_rss_mb: float
+
+    @classmethod
+    def from_samples(cls, name: str, seconds: list[float], peak_rss: int, setup_rss: int) -> "RunnerStats":
+        ms = np.asarray(seconds, dtype=np.float64) * 1e3
+        median = float(np.median(ms))
+        return cls(
+            name=name,
+            frames=int(ms.size),
+            median_ms=median,
+            p10_ms=float(np.percentile(ms, 10)),
+            p90_ms=float(np.percentile(ms, 90)),
+            mean_ms=float(ms.mean()),
+            min_ms=float(ms.min()),
+            max_ms=float(ms.max()),
+            fps=1000.0 / median if median > 0 else float("inf"),
+            peak_rss_mb=peak_rss / 2**20,
+            setup_rss_mb=setup_rss / 2**20,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("name")
+        return data
+
+
+def overhead_pct(with_shift_ms: float, without_shift_ms: float) -> float:
+    return (with_shift_ms / without_shift_ms - 1.0) * 100.0
+
+
+@dataclass
+class BenchReport:
+    artifact: str
+    target: str
+    model: dict[str, Any]
+    runners: dict[str, RunnerStats]  # tvm, onnxruntime, pytorch
+    noshift: dict[str, RunnerStats] | None  # the same three on the network without shifts
+    tuning: dict[str, Any]  # {"shift": coverage, "noshift": coverage or None}
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def shift_overhead(self) -> dict[str, Any] | None:
+        if self.noshift is None:
+            return None
+        result: dict[str, Any] = {}
+        for name in RUNNERS:
+            shift, base = self.runners[name].median_ms, self.noshift[name].median_ms
+            result[name] = {
+                "shift_median_ms": shift,
+                "noshift_median_ms": base,
+                "overhead_pct": overhead_pct(shift, base),
+            }
+        result["noshift_runners"] = {name: stats.to_dict() for name, stats in self.noshift.items()}
+        result["definition"] = "(median with shift / median of the same network without shift - 1) * 100"
+        return result
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {name: self.runners[name].to_dict() for name in RUNNERS}
+        data["shift_overhead"] = self.shift_overhead
+        data.update(
+            machine=self.machine,
+            artifact=self.artifact,
+            target=self.target,
+            model=self.model,
+            tuning=self.tuning,
+            settings=self.settings,
+            notes=self.notes,
+        )
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def table(self) -> str:
+        lines = [f"{'runner':<12} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8} {'fps':>8} {'peak RSS MB':>12}"]
+        for name in RUNNERS:
+            s = self.runners[name]
+            lines.append(
+                f"{name:<12} {s.median_ms:>10.2f} {s.p10_ms:>8.2f} {s.p90_ms:>8.2f} {s.fps:>8.1f} {s.peak_rss_mb:>12.0f}"
+            )
+        overhead = self.shift_overhead
+        if overhead:
+            lines.append("shift overhead (same network and weights without the shifts; TVM: same tuning records):")
+            for name in RUNNERS:
+                o = overhead[name]
+                lines.append(
+                    f"  {name:<12} {o['shift_median_ms']:>7.2f} ms vs {o['noshift_median_ms']:>7.2f} ms  "
+                    f"{o['overhead_pct']:+6.1f} %"
+                )
+        shift_cov = self.tuning.get("shift") or {}
+        noshift_cov = self.tuning.get("noshift")
+        tuning = _coverage_text(shift_cov)
+        if noshift_cov is not None:
+            tuning += f"; without shift: {_coverage_text(noshift_cov)}"
+        lines.append(f"tuning records: {tuning}")
+        m, st = self.machine, self.settings
+        lines.append(
+            f"{self.target} on {m.get('cpu')} ({m.get('logical_cores')} cores), {st['threads']} threads; "
+            f"{st['frames']} frames per runner after {st['warmup']} warm-up, interleaved in rounds of {st['round_size']}; "
+            f"load average {m.get('load_average_start', 0):.2f} -> {m.get('load_average_end', 0):.2f}"
+        )
+        return "\n".join(lines)
+
+    def plot(self, path: Path) -> None:
+        """Bar chart of the medians with p10-p90 whiskers (written with the Agg canvas, no GUI)."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(7.5, 4.2), dpi=120)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot(1, 1, 1)
+        x = np.arange(len(RUNNERS))
+        groups = [("with shift", self.runners, "#3b6ea8")]
+        if self.noshift is not None:
+            groups.append(("without shift", self.noshift, "#b0b0b0"))
+        width = 0.8 / len(groups)
+        for i, (label, stats, color) in enumerate(groups):
+            med = np.array([stats[n].median_ms for n in RUNNERS])
+            lo = med - np.array([stats[n].p10_ms for n in RUNNERS])
+            hi = np.array([stats[n].p90_ms for n in RUNNERS]) - med
+            pos = x + (i - (len(groups) - 1) / 2) * width
+            bars = ax.bar(pos, med, width, yerr=[lo, hi], capsize=4, color=color, label=label)
+            for bar, value in zip(bars, med):
+                ax.annotate(
+                    f"{value:.1f}", (bar.get_x() + bar.get_width() / 2, value), xytext=(0, 2),
+                    textcoords="offset points", ha="center", va="bottom", fontsize=8,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+                )
+        ax.set_xticks(x, list(RUNNERS))
+        ax.set_ylabel("ms per frame (median; whiskers p10-p90)")
+        ax.set_title(
+            f"{self.model.get('arch', 'model')} {self.model.get('input_size')}px on {self.target}: "
+            f"{self.machine.get('cpu', '')}, {self.settings['threads']} threads",
+            fontsize=9,
+        )
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        import io
+
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def _coverage_text(cov: dict[str, Any]) -> str:
+    if not cov or not cov.get("database"):
+        return f"none ({cov.get('tasks', '?')} tasks on default schedules)" if cov else "unknown"
+    return f"{cov['tuned']}/{cov['tasks']} tasks ({cov['database']})"
+
+
+@dataclass
+class RemoteBenchReport:
+    """Latency of the artifact measured on a device through TVM RPC (TVM's time evaluator runs on the
+    device; the host only collects the samples). ONNX Runtime and PyTorch are not on the device, so
+    there is no side-by-side comparison here: that is what the host benchmark is for."""
+
+    artifact: str
+    target: str
+    device: str
+    tvm: RunnerStats
+
+    def to_json(self) -> str:
+        tvm_stats = {**self.tvm.to_dict(), "peak_rss_mb": None}  # the device process's memory: RPC does not say
+        tvm_stats.pop("setup_rss_mb")
+        return json.dumps({"tvm": tvm_stats, "artifact": self.artifact, "target": self.target, "device": self.device},
+                          indent=2) + "\n"
+
+    def table(self) -> str:
+        s = self.tvm
+        return (
+            f"{'runner':<12} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8} {'fps':>8}\n"
+            f"{'tvm (rpc)':<12} {s.median_ms:>10.2f} {s.p10_ms:>8.2f} {s.p90_ms:>8.2f} {s.fps:>8.1f}\n"
+            f"measured on {self.device} ({self.target}), {s.frames} frames"
+        )
+
+    def plot(self, path: Path) -> None:
+        raise TsmDeployError("--plot is not available with --rpc")
+
+
+def write_report(report: BenchReport | RemoteBenchReport, json_path: Path | None = None, plot_path: Path | None = None) -> None:
+    if json_path is not None:
+        atomic_write_text(Path(json_path), report.to_json())
+    if plot_path is not None:
+        report.plot(Path(plot_path))

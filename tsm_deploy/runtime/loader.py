@@ -1,0 +1,145 @@
+"""Load an artifact's module onto its device and drive the Relax VM: what both model kinds share.
+
+Needs only TVM's runtime and numpy (it runs on the Raspberry Pi / Jetson): no torch, onnx or compiler.
+Inputs are handed to TVM without a copy where they can be (a 64-byte aligned contiguous CPU array
+is wrapped through DLPack), else copied into a tensor allocated once and reused every call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import TsmDeployError, one_line
+from .manifest import Manifest, TensorSpec, read_manifest
+
+log = logging.getLogger(__name__)
+
+DLPACK_ALIGNMENT = 64  # TVM refuses to wrap less aligned memory
+
+
+def set_threads(threads: int) -> None:
+    """Size TVM's CPU thread pool. On x86 TVM otherwise starts half the logical CPUs (it assumes
+    hyper-threads): one thread on a 2-vCPU machine, measured 1.6x slower than two here."""
+    import tvm
+
+    os.environ["TVM_NUM_THREADS"] = str(threads)  # for pools created later
+    config = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
+    if config is not None:
+        config(1, threads)  # mode 1: big cores (all cores on a homogeneous CPU), n threads
+    else:
+        log.warning("this TVM runtime has no runtime.config_threadpool: its pool keeps its start-up size")
+
+
+def _default_threads(manifest: Manifest) -> int | None:
+    """The user's TVM_NUM_THREADS wins; else the core count the artifact was compiled for."""
+    if os.environ.get("TVM_NUM_THREADS") or manifest.target["device"] != "cpu":
+        return None
+    cores = manifest.target.get("tvm_target", {}).get("num-cores")
+    return int(cores) if cores else None
+
+
+def _device(kind: str):
+    import tvm
+
+    if kind == "cuda":
+        device = tvm.cuda(0)
+        if not device.exist:
+            raise TsmDeployError(
+                "this artifact runs on a CUDA GPU and none is usable here (no NVIDIA GPU or driver, "
+                "or a TVM runtime built without CUDA)"
+            )
+        _ensure_cuda_jit()
+        return device
+    return tvm.cpu(0)
+
+
+def _ensure_cuda_jit() -> None:
+    """TVM 0.27 keeps a CUDA module's kernels as CUDA C source and compiles them when the module is
+    loaded, through the Python callback ``tvm_callback_cuda_compile`` (``tvm.support.nvcc``): NVRTC
+    from the ``cuda-bindings`` package by default, or ``nvcc`` with ``TVM_CUDA_COMPILE_MODE=nvcc``.
+    Pick nvcc when only nvcc is there, and say what is missing when neither is."""
+    import importlib.util
+    import os
+    import shutil
+
+    try:
+        import tvm.support.nvcc  # noqa: F401  (registers tvm_callback_cuda_compile)
+    except ImportError as exc:
+        raise TsmDeployError(
+            f"loading a CUDA artifact compiles its kernels, which needs tvm.support.nvcc ({exc})"
+        ) from None
+    if os.environ.get("TVM_CUDA_COMPILE_MODE"):
+        return
+    if importlib.util.find_spec("cuda") is not None and importlib.util.find_spec("cuda.bindings") is not None:
+        return  # NVRTC, TVM's default
+    if shutil.which("nvcc"):
+        log.info("cuda-bindings is not installed: compiling the CUDA kernels with nvcc")
+        os.environ["TVM_CUDA_COMPILE_MODE"] = "nvcc"
+        return
+    raise TsmDeployError(
+        "loading a CUDA artifact compiles its kernels (they are stored as CUDA source): install "
+        "cuda-bindings (NVRTC) or put the CUDA toolkit's nvcc on PATH"
+    )
+
+
+
+class LoadedArtifact:
+    """An artifact's module loaded on its device, with one reusable input tensor per input."""
+
+    def __init__(self, artifact_dir: Path | str, check_module: bool = True, threads: int | None = None) -> None:
+        import tvm
+        import tvm.runtime.vm  # noqa: F401  (a runtime-only `import tvm`, as on the device, does not load it)
+
+        self.artifact_dir = Path(artifact_dir)
+        self.manifest: Manifest = read_manifest(self.artifact_dir, check_module=check_module)
+        self.device = _device(self.manifest.target["device"])
+        module_path = (self.artifact_dir / self.manifest.module_file).resolve()  # dlopen needs a path with a dir
+        try:
+            module = tvm.runtime.load_module(str(module_path))
+        except Exception as exc:
+            first = one_line(exc)
+            raise TsmDeployError(
+                f"cannot load {module_path} (built for {self.manifest.target['arch']}/{self.manifest.target['device']}): {first}"
+            ) from None
+        threads = threads or _default_threads(self.manifest)
+        if threads:
+            set_threads(threads)
+        self._vm = tvm.runtime.vm.VirtualMachine(module, self.device)
+        self._main = self._vm["main"]
+        self._staging: dict[str, Any] = {}
+
+    def to_device(self, spec: TensorSpec, array: np.ndarray) -> Any:
+        """``array`` as a TVM tensor for input ``spec``: wrapped without a copy when it is a 64-byte
+        aligned contiguous CPU array, else copied into this input's reusable tensor."""
+        import tvm
+
+        if array.shape != spec.shape or array.dtype != np.dtype(spec.dtype):
+            raise TsmDeployError(f"input {spec.name}: got {array.dtype}{list(array.shape)}, expected {spec.dtype}{list(spec.shape)}")
+        if (
+            self.device.dlpack_device_type() == tvm.cpu(0).dlpack_device_type()
+            and array.flags.c_contiguous
+            and array.ctypes.data % DLPACK_ALIGNMENT == 0
+        ):
+            return tvm.runtime.from_dlpack(array)
+        staging = self._staging.get(spec.name)
+        if staging is None:
+            staging = self._staging[spec.name] = tvm.runtime.empty(spec.shape, spec.dtype, self.device)
+        staging.copyfrom(np.ascontiguousarray(array))
+        return staging
+
+    def zeros(self, spec: TensorSpec) -> Any:
+        import tvm
+
+        return tvm.runtime.tensor(np.zeros(spec.shape, dtype=spec.dtype), device=self.device)
+
+    def call(self, inputs: dict[str, Any]) -> list[Any]:
+        """Run ``main`` with the inputs by name (in the manifest's order); the outputs as a list."""
+        outputs = self._main(*(inputs[spec.name] for spec in self.manifest.inputs))
+        if hasattr(outputs, "numpy"):  # a single output comes back as a tensor, not a tuple
+            return [outputs]
+        return [outputs[i] for i in range(len(outputs))]

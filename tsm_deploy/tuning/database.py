@@ -1,0 +1,134 @@
+"""The tuning database on disk: one folder per (target, model), and ``tuning.json`` beside it.
+
+Layout: ``tuning_logs/<target tuning_logs>/<model key>/`` holding MetaSchedule's two JSON-lines files
+(``database_workload.json``, ``database_tuning_record.json``) and ``tuning.json`` (how the records
+were made: target, prepacking, trials per task, machine or meter, TVM version). This module is the
+only one that knows these names; compile, tune, bench and ``targets`` ask it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_write_text
+from ..models import ModelConfig, model_spec
+from ..resources import tuning_logs_dir
+
+log = logging.getLogger(__name__)
+
+DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")
+METADATA_FILE = "tuning.json"
+
+
+def model_key(config: ModelConfig) -> str:
+    """Folder name of a model's records: everything that changes the tuned kernels.
+
+    Architecture (which fixes the shift direction: ``*_online`` is uni-directional), input size,
+    width, fold, classes; for clip models the segments and temporal pooling; a non-default
+    placement; no shift. float32 is the only dtype so far (a quantized model adds ``-int8``).
+    Defaults add nothing, so the committed folders' names stay stable.
+    """
+    key = f"{config.arch}-s{config.input_size}-w{config.width_mult:g}-f{config.fold_div}-c{config.n_class}"
+    if model_spec(config.arch).io_kind == "clip":
+        key += f"-t{config.n_segment}" + ("-tpool" if config.temporal_pool else "")
+    if config.placement != "residual":
+        key += f"-{config.placement}"
+    return key if config.shift else key + "-noshift"
+
+
+def database_dir(tuning_logs: str | None, config: ModelConfig, root: Path | None = None) -> Path | None:
+    """Where the records of ``config`` for a target whose ``tuning_logs`` folder is given live."""
+    if tuning_logs is None:
+        return None
+    return (root or tuning_logs_dir()) / tuning_logs / model_key(config)
+
+
+def has_database(path: Path | None) -> bool:
+    return path is not None and all((Path(path) / name).is_file() for name in DATABASE_FILES)
+
+
+def read_metadata(path: Path | None) -> dict[str, Any]:
+    """``tuning.json`` of a database folder; ``{}`` when absent or unreadable."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads((Path(path) / METADATA_FILE).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_metadata(path: Path, metadata: dict[str, Any]) -> None:
+    atomic_write_text(Path(path) / METADATA_FILE, json.dumps(metadata, indent=1, sort_keys=True) + "\n")
+
+
+def database_prepack(path: Path | None) -> bool:
+    """Whether the database was tuned with weight prepacking (its ``tuning.json`` says so)."""
+    return bool(read_metadata(path).get("prepack", False))
+
+
+def compact_database(path: Path, keep: int = 16) -> tuple[int, int]:
+    """Keep only the ``keep`` fastest records of each workload (a committed database of every trial
+    grows by ~14 KB a trial). Never called by tuning itself, which only ever appends; a compacted
+    database still resumes (the search restarts from the best records it keeps). -> (before, after)."""
+    records = Path(path) / DATABASE_FILES[1]
+    lines = [line for line in records.read_text().splitlines() if line.strip()]
+    by_workload: dict[int, list[tuple[float, int]]] = {}
+    for n, line in enumerate(lines):
+        workload, record = json.loads(line)
+        secs = record[1] if len(record) > 1 and record[1] else None
+        cost = sum(float(s) for s in secs) / len(secs) if secs else float("inf")
+        by_workload.setdefault(workload, []).append((cost, n))
+    kept = sorted(n for recs in by_workload.values() for _, n in sorted(recs)[:keep])
+    atomic_write_text(records, "".join(lines[n] + "\n" for n in kept))
+    return len(lines), len(kept)
+
+
+class WorkingCopy:
+    """The database being tuned: a working copy in the system temp dir (a killed run leaves no litter
+    in tuning_logs/), copied over the committed files by rename at every :meth:`commit`: workloads
+    first, then records (records only ever refer to committed workloads), then ``tuning.json``."""
+
+    def __init__(self, path: Path, metadata: dict[str, Any]) -> None:
+        import shutil
+        import tempfile
+
+        from tvm.s_tir import meta_schedule as ms
+
+        self.dir = Path(path)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.work = Path(tempfile.mkdtemp(prefix=f"tsm-tune-{self.dir.name}-"))
+        for name in DATABASE_FILES:
+            src = self.dir / name
+            if src.is_file():
+                shutil.copyfile(src, self.work / name)
+            else:
+                (self.work / name).touch()
+        self.metadata = metadata
+        self.database = ms.database.JSONDatabase(
+            path_workload=str(self.work / DATABASE_FILES[0]),
+            path_tuning_record=str(self.work / DATABASE_FILES[1]),
+            module_equality="structural",
+        )
+
+    def commit(self) -> None:
+        import datetime
+
+        from ..atomic import atomic_write_bytes
+
+        for name in DATABASE_FILES:
+            atomic_write_bytes(self.dir / name, (self.work / name).read_bytes())
+        self.metadata["updated"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        write_metadata(self.dir, self.metadata)
+
+    def records(self) -> int:
+        with open(self.work / DATABASE_FILES[1], "rb") as f:
+            return sum(1 for line in f if line.strip())
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.work, ignore_errors=True)

@@ -1,0 +1,373 @@
+"""MetaSchedule tuning of a model for a target, resumable, into ``tuning_logs/<target>/<model>/``.
+
+The tuned module is the one ``compile`` builds: :func:`tsm_deploy.pipeline.prepare_module` (with the
+same prepacking ``compile`` applies when ``tuning.json`` says so), so the workloads recorded here are
+the ones ``compile`` looks up.
+
+Tasks are tuned one after another, most expensive first. The JSON database is tuned in a working
+copy; after every measured batch the committed files are replaced by rename, so a run killed at any
+moment leaves a valid database, and the next run loads it and continues: records are never deleted,
+and the trials each task has had add up.
+
+Where candidates are measured: here (MetaSchedule's LocalRunner), on boards behind an RPC tracker,
+or on an emulated CPU with the instruction meter (``emulate``; :mod:`.emulated_runner`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import tvm
+import tvm_ffi
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+
+from ..checkpoint import LoadedCheckpoint
+from ..errors import TsmDeployError
+from ..pipeline import prepare_module
+from ..target_status import cpu_name
+from ..targets import DeployTarget
+from .builder import DEFAULT_BUILD_TIMEOUT_S, PersistentBuilder
+from .database import WorkingCopy, database_dir, read_metadata
+from .rpc import RpcConfig, check_tracker
+
+log = logging.getLogger("tsm_deploy.tune")
+
+DEFAULT_TRIALS_PER_ITER = 32
+
+
+@dataclass
+class TaskState:
+    name: str
+    key: str  # structural hash of the workload: task names repeat across models and shapes
+    weight: int
+    flops: float
+    trials: int = 0
+    best_us: float | None = None  # best measured cost of one call, microseconds (or meter units)
+
+    @property
+    def cost_us(self) -> float | None:
+        return None if self.best_us is None else self.best_us * self.weight
+
+
+@dataclass(frozen=True)
+class TuningSummary:
+    target: str
+    database: Path
+    tasks: int  # tasks in the model
+    tuned_tasks: int  # of which have at least one valid record
+    trials: int  # trials measured in this run
+    total_trials: int  # trials in the database's history (all runs)
+    records: int  # lines in database_tuning_record.json
+    estimated_ms: float | None  # sum over tuned tasks of weight x best latency
+    untuned_tasks: tuple[str, ...]
+    elapsed_s: float
+    build_failures: int = 0
+    prepack: bool = False
+    per_task: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    def line(self) -> str:
+        est = f"{self.estimated_ms:.2f} ms" if self.estimated_ms is not None else "n/a"
+        return (
+            f"{self.database}: {self.tuned_tasks}/{self.tasks} tasks tuned, {self.trials} trials this run "
+            f"({self.total_trials} in all), {self.records} records, estimated {est} per frame, "
+            f"{self.elapsed_s / 60:.1f} min"
+        )
+
+
+@derived_object
+class _Progress(ms.measure_callback.PyMeasureCallback):
+    """After each measured batch: count trials, track the best latency, checkpoint, report."""
+
+    def __init__(self, on_batch: Callable[[int, list[float]], None]) -> None:
+        super().__init__()
+        self.on_batch = on_batch
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+        latencies = []
+        for built, ran in zip(builder_results, runner_results):
+            if built.error_msg is None and ran.error_msg is None and ran.run_secs:
+                secs = [float(s) for s in ran.run_secs]
+                latencies.append(sum(secs) / len(secs))
+        self.on_batch(len(measure_candidates), latencies)
+
+
+# --------------------------------------------------------------------------------------------------
+# plan: which tasks, in which order, from where
+
+
+def _check_request(
+    checkpoint: LoadedCheckpoint, target: DeployTarget, trials: int, path: Path | None, rpc: RpcConfig | None, emulate: bool
+) -> Path:
+    if trials < 1:
+        raise TsmDeployError(f"--trials must be >= 1, got {trials}")
+    target.require_tools()
+    if path is None:
+        path = database_dir(target.tuning_logs, checkpoint.config)
+        if path is None:
+            raise TsmDeployError(f"target {target.name} has no tuning_logs folder; pass a database directory")
+    if rpc is not None and emulate:
+        raise TsmDeployError("--rpc-tracker and --emulate exclude each other")
+    if rpc is not None:
+        devices = check_tracker(rpc)
+        log.info("RPC tracker %s:%d: %d device(s) under key %s", rpc.tracker_host, rpc.tracker_port, devices, rpc.key)
+    elif emulate:
+        if target.arch != "aarch64" or target.device != "cpu":
+            raise TsmDeployError(f"--emulate tunes aarch64 CPU targets (rasp4, jetson-nano-cpu); {target.name} is {target.arch}/{target.device}")
+    elif target.is_cross:
+        raise TsmDeployError(
+            f"target {target.name} runs on another machine: measure on it through an RPC tracker "
+            "(--rpc-tracker HOST:PORT --rpc-key KEY), or on an emulated CPU (--emulate)"
+        )
+    return Path(path)
+
+
+def _resolve_prepack(path: Path, old: dict[str, Any], prepack: bool | None, target: DeployTarget) -> bool:
+    if prepack is None:
+        return bool(old["prepack"]) if "prepack" in old else target.device == "cpu"
+    if "prepack" in old and bool(old["prepack"]) != prepack and old.get("tasks"):
+        raise TsmDeployError(
+            f"{path} was tuned with prepack={old['prepack']}; resume with the same setting (or use another --database)"
+        )
+    return prepack
+
+
+def plan_tasks(extracted: list[Any], known: dict[str, Any], max_tasks: int | None) -> tuple[list[TaskState], list[int]]:
+    """Task states (trials so far from ``tuning.json``) and the order to tune them: most expensive
+    first, by measured weighted latency once every task has one, else by FLOPs."""
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    states = []
+    for task in extracted:
+        key = str(tvm_ffi.structural_hash(task.dispatched[0]) & 0xFFFFFFFFFFFFFFFF)
+        st = TaskState(task.task_name, key, int(task.weight), float(estimate_tir_flops(task.dispatched[0])))
+        st.trials = int(known.get(key, {}).get("trials", 0))
+        st.best_us = known.get(key, {}).get("best_us")
+        states.append(st)
+    if all(st.best_us for st in states):
+        order = sorted(range(len(states)), key=lambda i: -states[i].best_us * states[i].weight)
+    else:
+        order = sorted(range(len(states)), key=lambda i: -states[i].flops * states[i].weight)
+    return states, order[:max_tasks] if max_tasks else order
+
+
+def _runner(target: DeployTarget, rpc: RpcConfig | None, emulate: bool) -> tuple[Any, Callable[[], None], str]:
+    """-> (MetaSchedule runner, close function, what measures: for tuning.json)."""
+    if rpc is not None:
+        return ms.runner.RPCRunner(rpc_config=rpc.ms_config(), max_workers=1), lambda: None, f"RPC key {rpc.key}"
+    if emulate:
+        from .emulated_runner import make_emulated_runner, measure_description
+
+        runner, close = make_emulated_runner(target)
+        return runner, close, measure_description()
+    # TVM's runtime uses half the logical CPUs on x86 unless told: measure as the artifact will run
+    os.environ.setdefault("TVM_NUM_THREADS", str(int(target.tvm_target.get("num-cores", os.cpu_count() or 1))))
+    return ms.runner.LocalRunner(timeout_sec=30), lambda: None, cpu_name()
+
+
+def _best_us(database: Any, task: Any) -> float | None:
+    mod = task.dispatched[0]
+    if not database.has_workload(mod):
+        return None
+    top = database.get_top_k(database.commit_workload(mod), 1)
+    if not top or not top[0].run_secs:
+        return None
+    secs = [float(s) for s in top[0].run_secs]
+    best = sum(secs) / len(secs)
+    return None if best >= 1e9 else best * 1e6
+
+
+def _fmt_us(us: float | None) -> str:
+    return "n/a" if us is None else f"{us:.1f} us"
+
+
+# --------------------------------------------------------------------------------------------------
+# the loop
+
+
+def tune_model(
+    checkpoint: LoadedCheckpoint,
+    target: DeployTarget,
+    trials_per_task: int,
+    database_dir: Path | None = None,
+    rpc: RpcConfig | None = None,
+    prepack: bool | None = None,
+    max_tasks: int | None = None,
+    progress: Callable[[str, int, int, float | None], None] | None = None,
+    trials_per_iter: int = DEFAULT_TRIALS_PER_ITER,
+    build_timeout: float = DEFAULT_BUILD_TIMEOUT_S,
+    population_size: int = 256,
+    seed: int | None = None,
+    emulate: bool = False,
+) -> TuningSummary:
+    """Tune ``checkpoint``'s model for ``target`` until every task has had ``trials_per_task`` trials.
+
+    Resumes from what ``database_dir`` (default: the target's committed records for this model)
+    already holds. ``prepack`` (default: on for CPU targets) tunes with weight-layout rewriting;
+    a database keeps the mode it was started with. ``max_tasks`` tunes only the most expensive tasks.
+    ``emulate`` measures candidates as instruction counts on an emulated CPU of the target (aarch64).
+    ``progress(task_name, trials_done, trials_wanted, best_latency_us)`` is called after every batch.
+    """
+    start = time.perf_counter()
+    path = _check_request(checkpoint, target, trials_per_task, database_dir, rpc, emulate)
+    old = read_metadata(path)
+    prepack = _resolve_prepack(path, old, prepack, target)
+    tvm_target = target.tvm()
+    host_cores = os.cpu_count() or 1  # builds, search and cost model run here
+    builder = PersistentBuilder(max_workers=host_cores, timeout_sec=build_timeout, cross_compiler=target.cross_compiler)
+    warming = builder.start()  # the workers import TVM's tensor intrinsics while the model is prepared
+    close_runner: Callable[[], None] = lambda: None
+    try:
+        mod = prepare_module(checkpoint, target, prepack=prepack).mod
+        extracted = ms.relax_integration.extract_tasks(mod, tvm_target, module_equality="structural")
+        runner, close_runner, measured_by = _runner(target, rpc, emulate)
+    except BaseException:
+        builder.shutdown()
+        close_runner()
+        raise
+    metadata = {
+        "target": target.name,
+        "tvm_target": target.tvm_target,
+        "model": checkpoint.config.to_dict(),
+        "prepack": prepack,
+        "tvm_version": tvm.__version__,
+        "machine_cpu": measured_by,
+        "measured_by": "emulated-instructions" if emulate else ("rpc" if rpc else "local"),
+        "started": old.get("started") or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "runs": int(old.get("runs", 0)) + 1,
+        "tasks": dict(old.get("tasks", {})),  # workload hash -> {"name", "trials", "weight", "best_us"}
+    }
+    states, selected = plan_tasks(extracted, metadata["tasks"], max_tasks)
+    working = WorkingCopy(path, metadata)
+    cost_model = ms.cost_model.XGBModel(num_tuning_cores=host_cores)
+    ms_log = logging.getLogger("tsm_deploy.tune.metaschedule")
+    for name in ("tvm.s_tir.meta_schedule", ms_log.name):
+        if logging.getLogger(name).level == logging.NOTSET:  # per-batch tables and XGBoost chatter
+            logging.getLogger(name).setLevel(logging.WARNING)
+    counter = {"trials": 0}
+    try:
+        log.info("%d tasks; tuning %d of them to %d trials each into %s (prepack=%s, measured by %s)",
+                 len(states), len(selected), trials_per_task, path, prepack, measured_by)
+        for rank, i in enumerate(selected, 1):
+            for future in warming:
+                future.result()
+            warming = []
+            _tune_task(
+                states, selected, i, rank, extracted[i], working, metadata, counter, trials_per_task, progress,
+                builder, runner, cost_model, ms_log, trials_per_iter, population_size, seed, host_cores,
+            )
+        for st, task in zip(states, extracted):
+            st.best_us = _best_us(working.database, task)
+        metadata["trials_per_task"] = min(s.trials for s in (states[j] for j in selected))
+        working.commit()
+        records = working.records()
+    finally:
+        builder.shutdown()
+        close_runner()
+        working.close()
+    summary = _summary(target, path, states, metadata, counter["trials"], records, time.perf_counter() - start,
+                       builder, prepack)
+    log.info("%s", summary.line())
+    return summary
+
+
+def _tune_task(
+    states: list[TaskState], selected: list[int], i: int, rank: int, task: Any, working: WorkingCopy,
+    metadata: dict[str, Any], counter: dict[str, int], trials_per_task: int,
+    progress: Callable[[str, int, int, float | None], None] | None, builder: Any, runner: Any, cost_model: Any,
+    ms_log: logging.Logger, trials_per_iter: int, population_size: int, seed: int | None, host_cores: int,
+) -> None:
+    """Tune one task until it has ``trials_per_task`` trials, committing the database every batch."""
+    st = states[i]
+    st.best_us = _best_us(working.database, task)
+    remaining = trials_per_task - st.trials
+    if remaining <= 0:
+        log.info("[%d/%d] %s: %d trials already, best %s", rank, len(selected), st.name, st.trials, _fmt_us(st.best_us))
+        return
+    log.info("[%d/%d] %s (weight %d, %.1f MFLOP): %d trials so far, tuning %d more",
+             rank, len(selected), st.name, st.weight, st.flops / 1e6, st.trials, remaining)
+
+    def record() -> None:
+        metadata["tasks"][st.key] = {"name": st.name, "trials": st.trials, "weight": st.weight, "best_us": st.best_us}
+
+    def on_batch(n: int, latencies: list[float]) -> None:
+        st.trials += n
+        counter["trials"] += n
+        if latencies:
+            best = min(latencies) * 1e6
+            st.best_us = best if st.best_us is None else min(st.best_us, best)
+        record()
+        metadata["trials_per_task"] = max(int(metadata.get("trials_per_task", 0)),
+                                          min(s.trials for s in (states[j] for j in selected)))
+        working.commit()
+        log.info("[%d/%d] %s: %d/%d trials, best %s, %d valid of %d", rank, len(selected), st.name,
+                 st.trials, trials_per_task, _fmt_us(st.best_us), len(latencies), n)
+        if progress is not None:
+            progress(st.name, st.trials, trials_per_task, st.best_us)
+
+    context = ms.TuneContext(
+        mod=task.dispatched[0],
+        target=task.target,
+        space_generator="post-order-apply",
+        search_strategy=ms.search_strategy.EvolutionarySearch(population_size=population_size),
+        task_name=task.task_name,
+        rand_state=-1 if seed is None else seed + i,
+        num_threads=host_cores,
+        logger=ms_log,  # not MetaSchedule's own per-task log files and console handlers
+    ).clone()
+    ms.tune_tasks(
+        tasks=[context],
+        task_weights=[float(task.weight)],
+        work_dir=str(working.work),
+        max_trials_global=remaining,
+        max_trials_per_task=remaining,
+        num_trials_per_iter=min(trials_per_iter, remaining),
+        builder=builder,
+        runner=runner,
+        database=working.database,
+        cost_model=cost_model,
+        measure_callbacks=[
+            ms.measure_callback.AddToDatabase(),
+            ms.measure_callback.RemoveBuildArtifact(),
+            ms.measure_callback.UpdateCostModel(),
+            _Progress(on_batch),
+        ],
+        task_scheduler="round-robin",
+    )
+    if st.trials < trials_per_task:
+        # the search ran out of new candidates: count the task as done for this budget
+        log.info("%s: search space exhausted at %d trials", st.name, st.trials)
+        st.trials = trials_per_task
+        record()
+    working.commit()
+
+
+def _summary(
+    target: DeployTarget, path: Path, states: list[TaskState], metadata: dict[str, Any], trials: int, records: int,
+    elapsed: float, builder: PersistentBuilder, prepack: bool,
+) -> TuningSummary:
+    tuned = [s for s in states if s.best_us is not None]
+    if builder.builds:
+        log.info("builder: %d builds, %.2f s per build (wall, %d workers), %d failed",
+                 builder.builds, builder.build_seconds / builder.builds, builder.max_workers, builder.failures)
+    return TuningSummary(
+        target=target.name,
+        database=path,
+        tasks=len(states),
+        tuned_tasks=len(tuned),
+        trials=trials,
+        total_trials=sum(int(t.get("trials", 0)) for t in metadata["tasks"].values()),
+        records=records,
+        estimated_ms=(sum(s.cost_us for s in tuned) / 1e3) if tuned else None,
+        untuned_tasks=tuple(sorted(s.name for s in states if s.best_us is None)),
+        elapsed_s=elapsed,
+        build_failures=builder.failures,
+        prepack=prepack,
+        per_task=tuple(asdict(s) for s in sorted(states, key=lambda s: -(s.cost_us or 0))),
+    )
