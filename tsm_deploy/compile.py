@@ -45,9 +45,10 @@ def export_module(executable: Any, path: Path, target: DeployTarget) -> None:
         executable.export_library(str(path))
 
 
-def manifest_io(io: ModelIO, checkpoint: LoadedCheckpoint, frame_format: str = "prepared") -> StreamIO | ClipIO:
+def manifest_io(io: ModelIO, checkpoint: LoadedCheckpoint) -> StreamIO | ClipIO:
     """The manifest's I/O section from the prepared model's interface."""
     inputs, outputs = list(io.inputs), list(io.outputs)
+    frame_format = io.frame_format
     if io.kind == "clip":
         return ClipIO(clip=inputs[0], logits=outputs[0], segments=checkpoint.config.n_segment, frame_format=frame_format)
     state_inputs = {i for _, i in io.state}
@@ -100,18 +101,20 @@ def compile_artifact(
     database: Path | None | str = "auto",
     labels: list[str] | None = None,
     progress: Callable[[str], None] = lambda message: None,
+    frame_size: tuple[int, int] | None = None,
 ) -> CompileResult:
     """Compile ``checkpoint`` for ``target`` into the artifact directory ``output`` (written atomically).
 
     ``database``: a MetaSchedule database directory, ``None`` for none, or ``"auto"`` for the target's
     committed records for this model (``tuning_logs/<target>/<model>/``) when present.
+    ``frame_size`` ``(height, width)``: compile the preprocessing in (uint8 frames of that size in).
     """
     target.require_tools()
     labels = labels if labels is not None else checkpoint.labels
     if labels is not None and len(labels) != checkpoint.config.n_class:
         raise TsmDeployError(f"{len(labels)} labels given for a model with {checkpoint.config.n_class} classes")
     database = resolve_database(target, checkpoint, database)
-    prepared = prepare_module(checkpoint, target, progress=progress)
+    prepared = prepare_module(checkpoint, target, frame_size=frame_size, progress=progress)
     tvm_target = target.tvm()
     mod, coverage = apply_records(prepared.mod, tvm_target, database)
     if coverage.database:

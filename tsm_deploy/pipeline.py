@@ -34,6 +34,7 @@ class ModelIO:
     """The model's interface as the artifact exposes it (what the manifest records)."""
 
     kind: str  # "stream" | "clip"
+    frame_format: str  # "prepared" (float tensor) | "rgb_uint8" (preprocessing compiled in)
     inputs: dict[str, tuple[int, ...]]  # name -> shape, in call order
     input_dtypes: dict[str, str]
     outputs: dict[str, tuple[int, ...]]  # name -> shape, in result order
@@ -54,18 +55,22 @@ def prepare_module(
     target: Any,
     prepack: bool = False,
     check_ort: bool = True,
-    wrap: Callable[[Any], Any] | None = None,
+    frame_size: tuple[int, int] | None = None,
     progress: Callable[[str], None] = lambda message: None,
 ) -> PreparedModule:
     """Export, import, check the shift and fuse ``checkpoint``'s model for ``target`` (a DeployTarget).
 
-    ``prepack`` marks the fused functions' weights layout-free (tuning with weight prepacking);
-    ``wrap`` puts something around the network before export (e.g. compiled preprocessing); it must
-    keep the DeployableModel interface.
+    ``prepack`` marks the fused functions' weights layout-free (tuning with weight prepacking).
+    ``frame_size`` ``(height, width)`` puts the preprocessing in front of the network, compiled with
+    it: uint8 camera frames of that size in (the network's own kernels, and so their records, stay
+    the same; the preprocessing adds a few small tasks of its own).
     """
     model = checkpoint.model()
-    if wrap is not None:
-        model = wrap(model)
+    if frame_size is not None:
+        from .models import preprocessing
+        from .models.preprocess import FramePreprocess, WithPreprocess
+
+        model = WithPreprocess(FramePreprocess(*frame_size, preprocessing(checkpoint.config)), model).eval()
     progress("exporting to ONNX")
     exported = export_onnx(model, check_ort=check_ort)
     progress("importing into Relax")
@@ -75,6 +80,7 @@ def prepare_module(
     mod = fuse(mod, target.tvm(), prepack=prepack)
     io = ModelIO(
         kind=model.io_kind,
+        frame_format="rgb_uint8" if frame_size is not None else "prepared",
         inputs=dict(exported.input_shapes),
         input_dtypes=dict(exported.input_dtypes),
         outputs=_output_shapes(mod, exported.output_names),

@@ -3,13 +3,17 @@
 * ``tsm-deploy``: ``{"tsm_deploy_format": 1, "config": {...}, "state_dict": {...}[, "labels", "task"]}``;
 * ``state-dict``: the original online demo's bare state dict (``mobilenetv2_jester_online.pth.tar``);
 * ``tsm-training``: the original training code's ``{"state_dict": ..., "epoch": ..., "arch": ...}``
-  with keys prefixed ``module.`` (DataParallel) or not.
+  with keys prefixed ``module.`` (DataParallel) or not, for the online MobileNetV2;
+* ``tsm-original``: the original's offline TSN checkpoints (``base_model.*``, ``new_fc.*``) and
+  ``mmaction2``: MMAction2's TSM (``backbone.*``, ``cls_head.fc_cls.*``), read by :mod:`.offline`,
+  which infers architecture, segments, placement and pooling from keys, shapes, meta and file name.
 
 Class count and width are read off the tensor shapes where the layout does not store them.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
@@ -18,6 +22,8 @@ import torch
 from ..errors import TsmDeployError
 from ..models import ONLINE_MOBILENET_V2, ModelConfig
 from . import FORMAT_VERSION, check_fits, misfit
+
+log = logging.getLogger(__name__)
 
 # width multipliers tried when a bare state dict does not say which one it was trained with
 _WIDTH_CANDIDATES = (1.0, 0.5, 0.75, 1.4, 0.35, 1.3)
@@ -48,10 +54,14 @@ def _tensor_dict(state: Any, what: str) -> dict[str, torch.Tensor]:
 
 
 def interpret(obj: Any, filename: str, overrides: Mapping[str, Any]) -> Interpreted:
+    from .offline import offline_layout
+
     if not isinstance(obj, Mapping):
         raise TsmDeployError(f"checkpoint holds a {type(obj).__name__}, not a state dict")
     if "tsm_deploy_format" in obj:
         return _own(obj, overrides)
+    if offline_layout(obj) is not None:
+        return _offline(obj, filename, overrides)
     if "state_dict" in obj:
         state = strip_prefix(_tensor_dict(obj["state_dict"], "the checkpoint's 'state_dict'"), "module.")
         return _online_mobilenet(state, "tsm-training", overrides)
@@ -75,13 +85,32 @@ def _own(obj: Mapping[str, Any], overrides: Mapping[str, Any]) -> Interpreted:
     return Interpreted(config, state, "tsm-deploy", tuple(labels) if labels else None, dict(task) if task else None)
 
 
+def _offline(obj: Mapping[str, Any], filename: str, overrides: Mapping[str, Any]) -> Interpreted:
+    """An original or MMAction2 offline checkpoint: what the file says, the user's options fill the rest
+    (and win for what the weights do not fix: input size, segments, fold)."""
+    from .offline import convert_offline_checkpoint
+
+    converted = convert_offline_checkpoint(obj, filename)
+    for note in converted.notes:
+        log.info("%s", note)
+    defaults = ModelConfig()
+    options = converted.build_options(
+        input_size=overrides.get("input_size", defaults.input_size),
+        n_segment=overrides.get("n_segment", defaults.n_segment),
+        fold_div=overrides.get("fold_div", defaults.fold_div),
+    )
+    for key in ("n_segment", "fold_div"):
+        if key in overrides:
+            options[key] = overrides[key]
+    try:
+        config = ModelConfig.from_dict({k: options[k] for k in options if k in ModelConfig.__dataclass_fields__})
+    except (TypeError, ValueError) as exc:
+        raise TsmDeployError(f"bad model option: {' '.join(str(exc).split())}") from None
+    return Interpreted(config, converted.state_dict, converted.layout, converted.labels)
+
+
 def _online_mobilenet(state: dict[str, torch.Tensor], layout: str, overrides: Mapping[str, Any]) -> Interpreted:
     """A bare state dict does not say its class count or width; read them off the tensor shapes."""
-    if any(k.startswith("base_model.") for k in state):
-        raise TsmDeployError(
-            "this is an offline TSN-wrapped TSM checkpoint (base_model.*); only online MobileNetV2 checkpoints "
-            "are supported so far"
-        )
     if "classifier.weight" not in state or state["classifier.weight"].ndim != 2:
         raise TsmDeployError(
             f"checkpoint does not look like an online TSM-MobileNetV2 (no classifier.weight; first key: {next(iter(state), None)})"

@@ -69,6 +69,24 @@ def checkpoint_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def target_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--target and what completes it: the CUDA architecture, a camera frame size to compile for."""
+    command = click.option("--frame-size", default=None, metavar="WxH",
+                           help="Compile the preprocessing in for camera frames of this size (uint8 RGB in, e.g. 640x480).")(command)
+    command = click.option("--cuda-arch", default=None, help="CUDA architecture (e.g. sm_86) for the cuda target.")(command)
+    command = click.option("--target", "-t", "target_name", required=True,
+                           help="Target name (see `tsm-deploy targets`) or .json file.")(command)
+    return command
+
+
+def load_target_for(target_name: str, cuda_arch: str | None, frame_size: str | None):
+    """-> (DeployTarget, (height, width) or None)."""
+    from ..models.preprocess import parse_frame_size
+    from ..targets import load_target
+
+    return load_target(target_name, cuda_arch=cuda_arch), parse_frame_size(frame_size) if frame_size else None
+
+
 def json_option(help_text: str = "Write the report as JSON here.") -> Callable[..., Any]:
     return click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None, help=help_text)
 

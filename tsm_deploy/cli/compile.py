@@ -14,18 +14,19 @@ from .common import (
     load_checkpoint_for,
     model_overrides,
     progress,
+    load_target_for,
+    target_options,
     tuning_db_option,
 )
 
 
 @click.command(name="compile")
 @checkpoint_options
-@click.option("--target", "-t", "target_name", required=True, help="Target name (see `tsm-deploy targets`) or .json file.")
+@target_options
 @click.option("--output", "-o", type=click.Path(path_type=Path, file_okay=False), required=True, help="Artifact directory.")
 @tuning_db_option("MetaSchedule database directory (default: tuning_logs/<target>/<model>/ when present).")
 @click.option("--no-tuning", is_flag=True, help="Ignore tuning records; default schedules only.")
 @click.option("--labels", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None, help="Text file, one class name per line.")
-@click.option("--cuda-arch", default=None, help="CUDA architecture (e.g. sm_86) for the cuda target.")
 @handles_errors
 def command(
     checkpoint: Path | None,
@@ -38,17 +39,18 @@ def command(
     no_tuning: bool,
     labels: Path | None,
     cuda_arch: str | None,
+    frame_size: str | None,
 ) -> None:
     """Compile a checkpoint into an artifact (module + manifest.json) for a target."""
     from ..compile import compile_artifact, describe
-    from ..targets import load_target
 
     echo_args("compile", checkpoint=checkpoint, target=target_name, output=output, tuning_db=tuning_db)
-    target = load_target(target_name, cuda_arch=cuda_arch)
+    target, size = load_target_for(target_name, cuda_arch, frame_size)
     loaded = load_checkpoint_for(checkpoint, model_overrides(input_size, fold_div, segments))
     label_list = [line.strip() for line in labels.read_text().splitlines() if line.strip()] if labels else None
     database: Any = None if no_tuning else (tuning_db if tuning_db is not None else "auto")
-    result = compile_artifact(loaded, target, output, database=database, labels=label_list, progress=progress)
+    result = compile_artifact(loaded, target, output, database=database, labels=label_list, progress=progress,
+                              frame_size=size)
     cov = result.coverage
     if cov.database:
         click.echo(f"tuning records: {cov.tuned} of {cov.tasks} tasks covered ({cov.database})")

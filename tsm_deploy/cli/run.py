@@ -1,4 +1,4 @@
-"""``tsm-deploy run``: frames (a video file, or seeded noise) through an artifact, labels out."""
+"""``tsm-deploy run``: a video (or camera, or seeded noise) through an artifact: a label timeline."""
 
 from __future__ import annotations
 
@@ -7,36 +7,63 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .common import handles_errors
+from .common import ProgressBar, handles_errors, json_option
 
 
 @click.command(name="run")
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.argument("video_arg", required=False, type=click.Path(path_type=Path), metavar="[VIDEO]")
-@click.option("--frames", type=int, default=16, show_default=True, help="Frames of seeded noise when no video is given.")
+@click.argument("video_arg", required=False, metavar="[VIDEO]")
+@click.option("--video", default=None, help="Video file or camera (/dev/videoN), same as VIDEO.")
+@click.option("--frames", type=int, default=16, show_default=True, help="Without a video: frames of seeded noise.")
 @click.option("--history", type=int, default=12, show_default=True, help="Average logits over this many frames.")
-@click.option("--video", type=click.Path(path_type=Path), default=None, help="Video file (PyAV), same as VIDEO.")
+@click.option("--min-duration", type=float, default=0.5, show_default=True, help="Merge away shorter segments (s).")
+@click.option("--limit", type=int, default=None, help="Stop after this many (sampled) frames.")
+@json_option("Write the label timeline as JSON here.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write a PNG strip of frames with the predicted label under each.")
 @click.option("--threads", type=int, default=None, help="TVM CPU threads (default: the artifact's core count).")
 @handles_errors
-def command(artifact: Path, video_arg: Path | None, frames: int, history: int, video: Path | None, threads: int | None) -> None:
-    """Stream frames through an artifact and print the top-1 per frame (per clip for clip artifacts)."""
-    from ..runtime import ClipModel, load_model
-    from ..runtime.video import open_video
+def command(artifact: Path, video_arg: str | None, video: str | None, frames: int, history: int, min_duration: float,
+            limit: int | None, json_path: Path | None, plot_path: Path | None, threads: int | None) -> None:
+    """Recognise a video with an artifact and print the label timeline (time ranges, label, confidence).
+
+    Frames are sampled at the rate the model was trained for (the manifest says) and streamed with
+    history smoothing (clip artifacts: one prediction per window of T segments)."""
+    from ..atomic import atomic_write_text
+    from ..runtime import load_model
 
     model = load_model(artifact, history=history, threads=threads)
-    path = video_arg or video
-    source = (f.image for f in open_video(path)) if path else (
-        np.random.default_rng(i).integers(0, 256, (240, 320, 3), dtype=np.uint8) for i in range(frames)
-    )
-    if isinstance(model, ClipModel):
-        window: list[np.ndarray] = []
-        for frame in source:
-            window.append(frame)
-            if len(window) == model.segments:
-                result = model.predict(window)
-                click.echo(f"clip top1={result.top1}" + (f" {result.label}" if result.label else ""))
-                window = []
+    source = video_arg or video
+    if source is None:
+        _noise(model, frames)
         return
-    for i, frame in enumerate(source):
-        result = model.step(frame)
+    from ..runtime.recognise import recognise_video
+
+    with ProgressBar("recognising") as bar:
+        result = recognise_video(model, source, history=history, min_duration=min_duration, limit=limit,
+                                 progress=bar.update)
+    click.echo(f"{result.source}: {len(result.frames)} frames at {result.fps:.3g} fps")
+    click.echo(result.timeline.table())
+    if json_path:
+        atomic_write_text(json_path, result.timeline.to_json())
+        click.echo(f"wrote {json_path}")
+    if plot_path:
+        from ..evaluate.strip_plot import write_strip_plot
+
+        write_strip_plot(plot_path, result.timeline, result.frames, title=f"{Path(str(source)).name}: {artifact}")
+        click.echo(f"wrote {plot_path}")
+
+
+def _noise(model, frames: int) -> None:
+    """Seeded camera-sized noise: a smoke test of an artifact without a video."""
+    from ..runtime import ClipModel
+
+    images = [np.random.default_rng(i).integers(0, 256, (240, 320, 3), dtype=np.uint8) for i in range(frames)]
+    if isinstance(model, ClipModel):
+        for start in range(0, frames - model.segments + 1, model.segments):
+            result = model.predict(images[start : start + model.segments])
+            click.echo(f"clip top1={result.top1}" + (f" {result.label}" if result.label else ""))
+        return
+    for i, image in enumerate(images):
+        result = model.step(image)
         click.echo(f"{i:>4} top1={result.top1}" + (f" {result.label}" if result.label else ""))

@@ -13,13 +13,15 @@ from .common import (
     handles_errors,
     load_checkpoint_for,
     model_overrides,
+    load_target_for,
+    target_options,
     tuning_db_option,
 )
 
 
 @click.command(name="tune")
 @checkpoint_options
-@click.option("--target", "-t", "target_name", required=True, help="Target name (see `tsm-deploy targets`) or .json file.")
+@target_options
 @click.option("--trials", type=click.IntRange(min=1), required=True, help="Trials per task (in all: a resumed run adds up to this).")
 @click.option("--rpc-tracker", default=None, metavar="HOST:PORT", help="Measure on the devices registered at this RPC tracker.")
 @click.option("--rpc-key", default=None, help="Device key at the tracker (default: the target's rpc_key).")
@@ -27,7 +29,6 @@ from .common import (
 @click.option("--max-tasks", type=click.IntRange(min=1), default=None, help="Tune only the N most expensive tasks.")
 @tuning_db_option("Database directory (default: tuning_logs/<target>/<model>/, which compile reads).")
 @click.option("--no-prepack", is_flag=True, help="Do not rewrite weight layouts (default: on for CPU targets).")
-@click.option("--cuda-arch", default=None, help="CUDA architecture (e.g. sm_86) for the cuda target.")
 @handles_errors
 def command(
     checkpoint: Path | None,
@@ -43,15 +44,15 @@ def command(
     tuning_db: Path | None,
     no_prepack: bool,
     cuda_arch: str | None,
+    frame_size: str | None,
 ) -> None:
     """Tune a model's kernels for a target with MetaSchedule (resumable; records go to tuning_logs/)."""
-    from ..targets import load_target
     from ..tuning.loop import tune_model
     from ..tuning.rpc import RpcConfig, parse_tracker
 
     echo_args("tune", checkpoint=checkpoint, target=target_name, trials=trials, rpc_tracker=rpc_tracker,
               rpc_key=rpc_key, max_tasks=max_tasks, tuning_db=tuning_db, emulate=emulate)
-    target = load_target(target_name, cuda_arch=cuda_arch)
+    target, size = load_target_for(target_name, cuda_arch, frame_size)
     rpc = None
     if rpc_tracker is not None:
         host, port = parse_tracker(rpc_tracker)
@@ -70,6 +71,7 @@ def command(
     summary = tune_model(
         loaded, target, trials, database_dir=tuning_db, rpc=rpc, prepack=False if no_prepack else None,
         max_tasks=max_tasks, progress=progress, emulate=emulate,
+        frame_size=size,
     )
     if summary.untuned_tasks:
         click.echo(f"not tuned yet: {len(summary.untuned_tasks)} tasks (run again to continue)", err=True)

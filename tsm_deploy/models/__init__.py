@@ -21,6 +21,7 @@ from .registry import (
     register,
 )
 from .shift import ShiftDirection
+from .tsn import MOBILENET_V2_ARCH, RESNET_ARCHS, build_offline
 
 register(
     ModelSpec(
@@ -35,6 +36,21 @@ register(
         checkpoint_layouts=("tsm-deploy", "state-dict", "tsm-training"),
     )
 )
+
+for _arch in (*RESNET_ARCHS, MOBILENET_V2_ARCH):
+    register(
+        ModelSpec(
+            arch=_arch,
+            description=f"offline (bi-directional) TSM, {_arch[4:]} backbone, TSN wrapper over a clip of T segments",
+            io_kind="clip",
+            direction=ShiftDirection.BIDIRECTIONAL,
+            build=lambda c: build_offline(
+                c.arch, c.n_class, c.n_segment, c.input_size, c.width_mult, c.fold_div, c.placement,
+                c.temporal_pool, c.shift, head=c.head,
+            ),
+            checkpoint_layouts=("tsm-deploy", "tsm-original", "mmaction2"),
+        )
+    )
 
 
 def input_names(model: nn.Module) -> list[str]:

@@ -44,6 +44,7 @@ class ModelConfig:
     shift: bool = True  # False: the same network without temporal shift (TSN; shift-overhead baseline)
     n_segment: int = 8  # clip models: frames per clip (T); stream models run one frame per call
     temporal_pool: bool = False  # clip models: the original's temporal max pooling after the first stage
+    head: str = "new_fc"  # clip models: "new_fc" (trained with dropout) or "fc" (the backbone's own layer)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,7 +59,7 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config fields: {sorted(map(str, unknown))}")
         for name, value in data.items():
-            expected = {"arch": str, "placement": str, "shift": bool, "temporal_pool": bool,
+            expected = {"arch": str, "placement": str, "head": str, "shift": bool, "temporal_pool": bool,
                         "width_mult": (int, float)}.get(name, int)
             if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
                 raise ValueError(f"model config field {name} has a bad value {value!r}")

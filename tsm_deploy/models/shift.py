@@ -58,7 +58,7 @@ def temporal_shift(
     """Shift a clip batch ``(N*T, C, H, W)`` along time (``T = n_segment``)."""
     direction = ShiftDirection(direction)
     nt, c, h, w = x.shape
-    if nt % n_segment:
+    if not torch.jit.is_tracing() and nt % n_segment:  # shapes are constants when tracing
         raise ValueError(f"batch of {nt} frames is not a multiple of n_segment={n_segment}")
     fold = fold_size(c, fold_div)
     clips = x.reshape(nt // n_segment, n_segment, c, h, w)
@@ -104,3 +104,20 @@ class TemporalShift(nn.Module):
 
     def extra_repr(self) -> str:
         return f"n_segment={self.n_segment}, fold_div={self.fold_div}, direction={self.direction.value}"
+
+
+class Unshifted(nn.Module):
+    """A shift slot with the shift left out: same ``.net`` attribute (so the same parameter names as
+    the shifted network), plain pass-through. Builds the TSN baseline that shares TSM's weights."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def wrap_shift(net: nn.Module, shift: bool, n_segment: int, fold_div: int) -> nn.Module:
+    """``net`` behind a bi-directional temporal shift (or behind nothing, keeping the ``.net`` key)."""
+    return TemporalShift(net, n_segment, fold_div) if shift else Unshifted(net)

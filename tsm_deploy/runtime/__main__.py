@@ -2,8 +2,8 @@
 
 Three modes, standard library + numpy + TVM runtime only:
 
-* default: stream ``--frames`` seeded camera-sized frames (or ``--video`` frames when PyAV is
-  installed), print the top-1 per frame and the per-frame latency;
+* default: stream ``--frames`` seeded camera-sized frames, print the top-1 per frame and the
+  per-frame latency; ``--video FILE`` (needs PyAV): print the label timeline of the video;
 * ``--inputs inputs.npy --outputs out.npz``: run prepared inputs in order (stream: frames
   ``(N, 1, 3, S, S)`` from zero buffers; clip: clips ``(N, 1, T, 3, S, S)``) and save every step's
   logits and state (what ``tsm-deploy verify --emulate`` compares against PyTorch on the host);
@@ -61,17 +61,6 @@ def run_inputs(model: StreamingModel | ClipModel, inputs: str, outputs: str) -> 
 
 
 def _frames(args: argparse.Namespace):
-    if args.video:
-        try:
-            import av
-        except ImportError:
-            raise TsmDeployError("--video needs PyAV (pip install av)") from None
-        with av.open(args.video) as container:
-            for i, frame in enumerate(container.decode(video=0)):
-                if i >= args.frames:
-                    return
-                yield frame.to_ndarray(format="rgb24")
-        return
     rng = np.random.default_rng(0)
     for _ in range(args.frames):
         yield rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
@@ -109,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(args.artifact, history=args.history, threads=args.threads)
         if args.check:
             print(f"ok: {args.artifact} ({model.manifest.target['name']}, {model.manifest.model['arch']})")
+        elif args.video:
+            from .recognise import recognise_video
+
+            print(recognise_video(model, args.video, history=args.history).timeline.table())
         elif args.inputs:
             if not args.outputs:
                 raise TsmDeployError("--inputs needs --outputs")

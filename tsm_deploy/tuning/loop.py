@@ -205,6 +205,7 @@ def tune_model(
     population_size: int = 256,
     seed: int | None = None,
     emulate: bool = False,
+    frame_size: tuple[int, int] | None = None,
 ) -> TuningSummary:
     """Tune ``checkpoint``'s model for ``target`` until every task has had ``trials_per_task`` trials.
 
@@ -212,6 +213,7 @@ def tune_model(
     already holds. ``prepack`` (default: on for CPU targets) tunes with weight-layout rewriting;
     a database keeps the mode it was started with. ``max_tasks`` tunes only the most expensive tasks.
     ``emulate`` measures candidates as instruction counts on an emulated CPU of the target (aarch64).
+    ``frame_size`` tunes the compiled preprocessing's tasks too (compile ``--frame-size``).
     ``progress(task_name, trials_done, trials_wanted, best_latency_us)`` is called after every batch.
     """
     start = time.perf_counter()
@@ -224,7 +226,7 @@ def tune_model(
     warming = builder.start()  # the workers import TVM's tensor intrinsics while the model is prepared
     close_runner: Callable[[], None] = lambda: None
     try:
-        mod = prepare_module(checkpoint, target, prepack=prepack).mod
+        mod = prepare_module(checkpoint, target, prepack=prepack, frame_size=frame_size).mod
         extracted = ms.relax_integration.extract_tasks(mod, tvm_target, module_equality="structural")
         runner, close_runner, measured_by = _runner(target, rpc, emulate)
     except BaseException:

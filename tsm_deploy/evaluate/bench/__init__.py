@@ -209,6 +209,9 @@ def benchmark(
             "round_size": round_size,
             "distinct_frames": len(prepared),
             "seed": seed,
+            "step": "clip" if manifest.kind == "clip" else "frame",  # what one timed sample is
+            "input": "uint8 camera frames (preprocessing included)" if manifest.io.frame_format == "rgb_uint8"
+            else "prepared float tensors (network only)",
             "checkpoint": checkpoint.source,
         },
         notes=notes,

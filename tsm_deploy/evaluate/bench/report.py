@@ -126,6 +126,7 @@ class BenchReport:
         lines.append(f"tuning records: {tuning}")
         m, st = self.machine, self.settings
         lines.append(
+            f"ms per {st.get('step', 'frame')} ({st.get('input', 'prepared float tensors')}); "
             f"{self.target} on {m.get('cpu')} ({m.get('logical_cores')} cores), {st['threads']} threads; "
             f"{st['frames']} frames per runner after {st['warmup']} warm-up, interleaved in rounds of {st['round_size']}; "
             f"load average {m.get('load_average_start', 0):.2f} -> {m.get('load_average_end', 0):.2f}"
