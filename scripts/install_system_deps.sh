@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the project needs beyond Python: cross compilers for the Raspberry Pi and Jetson
 # targets, the tools that cross-build the TVM runtime for aarch64, and QEMU + mmdebstrap for the
-# emulated Raspberry Pi parity check. Idempotent: installs only what is missing.
+# emulated Raspberry Pi parity check and instruction meter. Idempotent: installs only what is missing.
 set -euo pipefail
 
 PACKAGES=(
@@ -9,6 +9,8 @@ PACKAGES=(
   gcc-aarch64-linux-gnu g++-aarch64-linux-gnu     # aarch64 cross toolchain (+ binutils: strip)
   gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf # 32-bit Raspberry Pi OS (rasp4-armv7)
   qemu-user-static                                # qemu-aarch64-static: run arm64 programs
+  qemu-user                                       # dynamic qemu-aarch64: loads the instruction-meter plugin
+  gcc                                             # builds that plugin (tsm_deploy/device/meter_plugin.c)
   mmdebstrap                                      # Debian arm64 root filesystem (python3, numpy)
 )
 

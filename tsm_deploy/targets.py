@@ -11,17 +11,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from . import resources
 from .errors import TsmDeployError, one_line
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TARGETS_DIR = Path(os.environ.get("TSM_DEPLOY_TARGETS", PROJECT_ROOT / "targets"))
+# Resolved once, at import (see resources.py: environment, checkout, else the wheel's packaged copy).
+# PROJECT_ROOT is the folder holding targets/ and tuning_logs/: the repository root in a checkout,
+# tsm_deploy/_data in an installed wheel. Tests patch TARGETS_DIR; the functions below read it.
+PROJECT_ROOT = resources.data_root()
+TARGETS_DIR = resources.targets_dir()
 DEVICES = ("cpu", "cuda")
 ARCHES = ("x86_64", "aarch64", "armv7")
 DETECTORS = ("host-cpu", "num-cores", "cuda-arch")
@@ -96,7 +101,22 @@ class DeployTarget:
         }
 
 
+def _shown(text: Any, quote: bool = True) -> str:
+    """A user's string inside a one-line message: quoted, escaped if it holds line breaks or
+    control characters (a name ending in a newline must not split the error line)."""
+    if isinstance(text, str) and text.isprintable():
+        return f"'{text}'" if quote else text
+    return repr(text)
+
+
+# A tuning-log folder is one directory name under tuning_logs/: not a path that leaves it.
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# What the listing and the compile use as plain strings (paths, argv, messages): single-line text.
+_LINE_FIELDS = ("name", "cross_compiler", "rpc_key")
+
+
 def _validate(data: Any, where: str) -> dict[str, Any]:
+    where = _shown(where, quote=False)
     if not isinstance(data, dict):
         raise TsmDeployError(f"target file {where}: expected a JSON object")
     for key, kind in _REQUIRED.items():
@@ -109,37 +129,72 @@ def _validate(data: Any, where: str) -> dict[str, Any]:
             raise TsmDeployError(f"target file {where}: field '{key}' has the wrong type")
     unknown = set(data) - set(_REQUIRED) - set(_OPTIONAL)
     if unknown:
-        raise TsmDeployError(f"target file {where}: unknown field '{sorted(unknown)[0]}'")
+        raise TsmDeployError(f"target file {where}: unknown field {_shown(sorted(unknown)[0])}")
     if data["device"] not in DEVICES:
         raise TsmDeployError(f"target file {where}: field 'device' must be one of {', '.join(DEVICES)}")
     if data["arch"] not in ARCHES:
         raise TsmDeployError(f"target file {where}: field 'arch' must be one of {', '.join(ARCHES)}")
-    if "kind" not in data["tvm_target"]:
-        raise TsmDeployError(f"target file {where}: field 'tvm_target' needs a 'kind'")
-    bad = [d for d in data.get("detect", []) if d not in DETECTORS]
+    for key in _LINE_FIELDS:
+        value = data.get(key)
+        if value is not None and not (value.strip() and value.isprintable()):
+            raise TsmDeployError(f"target file {where}: field '{key}' must be a non-empty single-line string, got {_shown(value)}")
+    folder = data.get("tuning_logs")
+    if folder is not None and (not _FOLDER_NAME.fullmatch(folder) or folder.strip(".") == ""):
+        raise TsmDeployError(
+            f"target file {where}: field 'tuning_logs' must be a folder name under tuning_logs/ (letters, digits, . _ -), "
+            f"got {_shown(folder)}"
+        )
+    for key in ("tvm_target", "host"):
+        spec = data.get(key)
+        if spec is None:
+            continue
+        if not isinstance(spec.get("kind"), str):
+            raise TsmDeployError(f"target file {where}: field '{key}' needs a 'kind' (a string)")
+        for attr in ("mcpu", "mtriple"):
+            if attr in spec and not isinstance(spec[attr], str):
+                raise TsmDeployError(f"target file {where}: {key}.{attr} must be a string, got {_shown(spec[attr])}")
+    detect = data.get("detect", [])
+    bad = [d for d in detect if not isinstance(d, str) or d not in DETECTORS]
     if bad:
-        raise TsmDeployError(f"target file {where}: unknown detector '{bad[0]}' (known: {', '.join(DETECTORS)})")
+        raise TsmDeployError(f"target file {where}: unknown detector {_shown(bad[0])} (known: {', '.join(DETECTORS)})")
     return data
 
 
 def available_targets() -> list[str]:
+    """Names of the targets in the targets folder (the checkout's, the wheel's, or TSM_DEPLOY_TARGETS)."""
+    if not TARGETS_DIR.is_dir():
+        raise TsmDeployError(
+            f"targets folder not found: {_shown(str(TARGETS_DIR), quote=False)} "
+            f"(set {resources.TARGETS_ENV} to a folder of target .json files)"
+        )
     return sorted(p.stem for p in TARGETS_DIR.glob("*.json"))
 
 
 def _read(name_or_path: str) -> tuple[dict[str, Any], str]:
+    if "\x00" in name_or_path:
+        raise TsmDeployError(f"unknown target {_shown(name_or_path)}")
     path = Path(name_or_path)
     if not (path.suffix == ".json" or os.sep in name_or_path):
         path = TARGETS_DIR / f"{name_or_path}.json"
-        if not path.exists():
+        if not path.is_file():
             raise TsmDeployError(
-                f"unknown target '{name_or_path}' (known: {', '.join(available_targets())}; or pass a target .json file)"
+                f"unknown target {_shown(name_or_path)} (known: {', '.join(available_targets())}; or pass a target .json file)"
             )
-    if not path.exists():
-        raise TsmDeployError(f"target file not found: {path}")
+    where = _shown(str(path), quote=False)
     try:
-        return json.loads(path.read_text()), str(path)
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise TsmDeployError(f"target file not found: {where}") from None
+    except OSError as exc:  # a directory, no permission, a name too long
+        raise TsmDeployError(f"cannot read target file {where}: {exc.strerror or type(exc).__name__}") from None
+    try:
+        return json.loads(raw.decode("utf-8")), str(path)
+    except UnicodeDecodeError as exc:
+        raise TsmDeployError(f"target file {where}: not UTF-8 text (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
-        raise TsmDeployError(f"target file {path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+        raise TsmDeployError(f"target file {where}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise TsmDeployError(f"target file {where}: JSON nested too deeply") from None
 
 
 def _detect_cuda_arch() -> str | None:
@@ -196,13 +251,16 @@ def _check_llvm_cpu(spec: dict[str, Any] | None, where: str, field_name: str) ->
 
     triple = spec.get("mtriple") or codegen.llvm_get_system_triple()
     if not codegen.llvm_is_valid_cpu(spec["mcpu"], triple):
-        raise TsmDeployError(f"target file {where}: {field_name}.mcpu '{spec['mcpu']}' is not a CPU LLVM knows for {triple}")
+        raise TsmDeployError(
+            f"target file {where}: {field_name}.mcpu {_shown(spec['mcpu'])} is not a CPU LLVM knows for {_shown(triple)}"
+        )
 
 
 def load_target(name_or_path: str, cuda_arch: str | None = None) -> DeployTarget:
     """A target by name (``targets/NAME.json``) or by path to a target file, with detection applied."""
-    data, where = _read(name_or_path)
-    data = _validate(data, where)
+    data, source = _read(name_or_path)
+    data = _validate(data, source)
+    where = _shown(source, quote=False)
     target = DeployTarget(
         name=data["name"],
         description=data["description"],
@@ -214,14 +272,18 @@ def load_target(name_or_path: str, cuda_arch: str | None = None) -> DeployTarget
         cross_compiler=data.get("cross_compiler"),
         rpc_key=data.get("rpc_key"),
         tuning_logs=data.get("tuning_logs"),
-        source=where,
+        source=source,
     )
-    target = _apply_detection(target, cuda_arch)
-    for field_name, spec in (("tvm_target", target.tvm_target), ("host", target.host)):
-        _check_llvm_cpu(spec, where, field_name)
+    # Everything below hands the file's values to TVM and LLVM, which raise their own exception
+    # types (TypeError, ValueError, TVMError...) for values they reject: one line, exit 2.
     try:
+        target.tvm()  # as written, before detection adds to it
+        target = _apply_detection(target, cuda_arch)
+        for field_name, spec in (("tvm_target", target.tvm_target), ("host", target.host)):
+            _check_llvm_cpu(spec, where, field_name)
         target.tvm()
+    except TsmDeployError:
+        raise
     except Exception as exc:  # TVM's own validation of kind/attributes
-        first = one_line(exc)
-        raise TsmDeployError(f"target file {where}: TVM rejects tvm_target ({first})") from None
+        raise TsmDeployError(f"target file {where}: TVM rejects tvm_target ({one_line(exc)})") from None
     return target

@@ -7,6 +7,7 @@ by :mod:`.reader` with ``weights_only=True``. The embedded default model lives i
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from dataclasses import dataclass, fields, replace
@@ -42,29 +43,50 @@ class LoadedCheckpoint:
         return model.eval()
 
 
+def _shown(key: Any) -> str:
+    return key if isinstance(key, str) and key.isprintable() else repr(key)
+
+
 def mismatch_summary(state: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]], shown: int = 3) -> str | None:
-    """One line naming what does not match (missing, unexpected, shapes), ``None`` when all fits."""
+    """One line naming what does not match (missing, unexpected, shapes, non-float weights), ``None``
+    when all fits."""
     missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
+    unexpected = [_shown(k) for k in state if k not in expected]
+    dtypes = [
+        f"{k} is {state[k].dtype}"
+        for k in expected
+        if k in state and not k.endswith("num_batches_tracked") and not state[k].is_floating_point()
+    ]
     shapes = [
         f"{k} has shape {tuple(state[k].shape)}, expected {tuple(expected[k])}"
         for k in expected
         if k in state and tuple(getattr(state[k], "shape", ())) != tuple(expected[k])
     ]
     parts = []
-    for what, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+    for what, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes),
+                        ("non-floating-point weights", dtypes)):
         if items:
             more = f" ...and {len(items) - shown} more" if len(items) > shown else ""
             parts.append(f"{len(items)} {what} ({', '.join(items[:shown])}{more})")
     return "; ".join(parts) or None
 
 
+@functools.lru_cache(maxsize=32)
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Parameter and buffer shapes of ``config``'s model (built once per config)."""
+    try:
+        return {k: tuple(v.shape) for k, v in build_model(config).state_dict().items()}
+    except ValueError as exc:
+        raise TsmDeployError(f"cannot build the model: {' '.join(str(exc).split())}") from None
+
+
 def misfit(state: Mapping[str, Any], config: ModelConfig) -> tuple[int, str | None]:
     """(number of keys that do not fit, one-line summary or None) of ``state`` against ``config``."""
-    expected = {k: tuple(v.shape) for k, v in build_model(config).state_dict().items()}
+    expected = expected_shapes(config)
     bad = sum(1 for k in expected if k not in state or tuple(getattr(state[k], "shape", ())) != expected[k])
     bad += sum(1 for k in state if k not in expected)
-    return bad, mismatch_summary(state, expected)
+    summary = mismatch_summary(state, expected)
+    return (bad or int(summary is not None)), summary
 
 
 def check_fits(state: Mapping[str, Any], config: ModelConfig) -> None:

@@ -64,6 +64,8 @@ class ModelConfig:
             if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
                 raise ValueError(f"model config field {name} has a bad value {value!r}")
         config = cls(**data)
+        if config.arch not in _SPECS:
+            raise ValueError(f"unknown architecture {config.arch!r}; known: {', '.join(architectures())}")
         if config.n_class < 1 or config.input_size < 1 or config.fold_div < 2 or config.n_segment < 1:
             raise ValueError(f"model config out of range: {config}")
         if not 0 < config.width_mult <= 4:

@@ -64,6 +64,7 @@ class TensorSpec:
         name = _name(data.get("name"), "tensor name")
         shape = data.get("shape")
         _require(isinstance(shape, list), f"shape of {name} must be a list, got {shape!r}")
+        _require(len(shape) > 0, f"shape of {name} must not be empty")
         dims = tuple(_positive_int(d, f"dimension of {name}") for d in shape)
         dtype = data.get("dtype", "float32")
         _require(dtype in DTYPES, f"dtype of {name} must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -271,6 +272,18 @@ def _check_consistent(m: Manifest) -> None:
         _require(m.outputs[out_names.index(out)].shape == m.input(inp).shape, f"state pair {out!r} -> {inp!r}: shapes differ")
     stated = {i for _, i in m.state} | {frame}
     _require(set(in_names) == stated, "every input must be the frame/clip or a state input")
+    _require(m.frame.shape == _frame_shape(m), f"the {frame} input has shape {list(m.frame.shape)}, "
+             f"expected {list(_frame_shape(m))} for this I/O kind and preprocessing")
+
+
+def _frame_shape(m: Manifest) -> tuple[int, ...]:
+    """What the frame/clip input must look like, from the I/O kind and the preprocessing."""
+    crop = int(m.preprocess["crop"])
+    clip = isinstance(m.io, ClipIO)
+    if m.io.frame_format == "rgb_uint8":
+        height, width = m.frame.shape[-3:-1] if len(m.frame.shape) >= 3 else (0, 0)
+        return ((m.io.segments,) if clip else ()) + (height, width, 3)
+    return (1, m.io.segments, 3, crop, crop) if clip else (1, 3, crop, crop)
 
 
 def check_runs_here(manifest: Manifest, artifact_dir: Path | str, hint: str) -> None:

@@ -1,0 +1,185 @@
+"""``bench --emulate``: exact instruction counts per frame on an emulated Cortex-A72, side by side.
+
+The artifact (through the thin runtime, as on a Pi) and a peer runtime (ONNX Runtime for aarch64,
+running the same model exported to ONNX) stream the same prepared frames in the same emulated CPU,
+one guest thread each, with marker system calls around every frame; the QEMU plugin counts the guest
+instructions between markers. The figures are **emulated instruction counts** (QEMU TCG, Cortex-A72
+ISA): exact and repeatable, blind to caches, pipelines and the Pi's 4 cores. Never a latency.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ...atomic import atomic_write_text
+from ...checkpoint import LoadedCheckpoint
+from ...errors import CheckFailed, TsmDeployError
+from ...runtime.manifest import read_manifest
+from ..inputs import seeded_inputs
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PEERS = ("onnxruntime",)
+
+
+@dataclass
+class EmulatedCount:
+    runner: str
+    per_frame: list[int]  # instructions of each frame
+    per_function: dict[str, int] | None = None
+
+    @property
+    def steady(self) -> int:
+        """Median over the frames after the first (which pays lazy binding and first allocations)."""
+        rest = sorted(self.per_frame[1:] or self.per_frame)
+        return rest[len(rest) // 2]
+
+
+@dataclass
+class EmulatedBenchReport:
+    artifact: str
+    target: str
+    model: dict[str, Any]
+    macs: int | None  # multiply-accumulates of one frame of the model
+    counts: dict[str, EmulatedCount]
+    qemu_cpu: str
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        from ...device.meter import INSTRUCTIONS_LABEL
+
+        base = self.counts["tvm"].steady
+        return {
+            "label": INSTRUCTIONS_LABEL,
+            "unit": "guest instructions per frame (steady state: median after the first frame)",
+            "artifact": self.artifact,
+            "target": self.target,
+            "qemu_cpu": self.qemu_cpu,
+            "model": self.model,
+            "macs_per_frame": self.macs,
+            "runners": {
+                name: {
+                    "instructions_per_frame": c.steady,
+                    "per_frame": c.per_frame,
+                    "vs_tvm": c.steady / base,
+                    "instructions_per_mac": (c.steady / self.macs) if self.macs else None,
+                    "per_function": c.per_function,
+                }
+                for name, c in self.counts.items()
+            },
+            "notes": self.notes,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def table(self) -> str:
+        from ...device.meter import INSTRUCTIONS_LABEL
+
+        lines = [f"{'runner':<22} {'M instr/frame':>14} {'vs tvm':>8} {'instr/MAC':>10}"]
+        base = self.counts["tvm"].steady
+        for name, c in self.counts.items():
+            per_mac = f"{c.steady / self.macs:.3f}" if self.macs else "n/a"
+            lines.append(f"{name:<22} {c.steady / 1e6:>14.2f} {c.steady / base:>7.2f}x {per_mac:>10}")
+        lines.append(f"{INSTRUCTIONS_LABEL}, 1 guest thread, {self.target} ({self.qemu_cpu}): counts, not latency")
+        return "\n".join(lines)
+
+    def plot(self, path: Path) -> None:
+        raise TsmDeployError("--plot is not available with --emulate (the JSON holds the counts)")
+
+
+def model_macs(checkpoint: LoadedCheckpoint) -> int:
+    """Multiply-accumulates of one step of the model (convolutions and linear layers), by hooks."""
+    import torch
+
+    model = checkpoint.model()
+    total = 0
+
+    def conv_hook(module: Any, inputs: Any, output: torch.Tensor) -> None:
+        nonlocal total
+        kernel = module.weight.shape[1] * module.weight.shape[2] * module.weight.shape[3]  # (Cin/groups) kh kw
+        total += int(output.numel() * kernel)
+
+    def linear_hook(module: Any, inputs: Any, output: torch.Tensor) -> None:
+        nonlocal total
+        total += int(output.numel() * module.in_features)
+
+    hooks = [m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    hooks += [m.register_forward_hook(linear_hook) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        shapes = model.input_shapes()
+        model(*(torch.zeros(s) for s in shapes.values()))
+    for h in hooks:
+        h.remove()
+    return total
+
+
+def _peer_counts(peer_name: str, checkpoint: LoadedCheckpoint, frames: np.ndarray, progress: Callable[[str], None]) -> EmulatedCount:
+    from ...device.meter import MARKER_SYSCALL, run_metered
+    from ...device.peers import export_peer_model, prepare_peer
+
+    peer = prepare_peer(peer_name, progress=progress)
+    with tempfile.TemporaryDirectory(prefix="tsm-emu-peer-") as tmp:
+        model_path = export_peer_model(peer, checkpoint.model(), Path(tmp))
+        np.save(Path(tmp) / "frames.npy", frames)
+        argv = peer.guest_argv(model_path, Path(tmp) / "frames.npy", Path(tmp) / "out.npz", marker_nr=MARKER_SYSCALL)
+        progress(f"counting {peer_name} {peer.version} on the emulated CPU ({len(frames)} frames)")
+        run = run_metered(peer.root, argv, env=peer.guest_env(), timeout=1800)
+    if run.returncode != 0:
+        last = (run.stderr or "").strip().splitlines()[-1:] or [f"exit code {run.returncode}"]
+        raise CheckFailed(f"{peer_name} failed on the emulated CPU: {last[0]}")
+    # markers: tag 1 before a frame, tag 2 after it; the delta at tag 2 is the frame's count
+    per_frame = [m.delta for m in run.marks if m.tag == "2"]
+    if len(per_frame) != len(frames):
+        raise CheckFailed(f"{peer_name}: {len(per_frame)} frame markers for {len(frames)} frames")
+    return EmulatedCount(f"{peer_name} {peer.version}", per_frame)
+
+
+def benchmark_emulated(
+    artifact_dir: Path,
+    checkpoint: LoadedCheckpoint,
+    frames: int = 3,
+    peers: tuple[str, ...] = DEFAULT_PEERS,
+    per_function: bool = True,
+    progress: Callable[[str], None] = lambda message: None,
+) -> EmulatedBenchReport:
+    """Instructions per frame of an aarch64 stream artifact and of ``peers`` on the emulated CPU."""
+    from ...device.meter import count_artifact
+
+    if frames < 2:
+        raise TsmDeployError(f"--frames must be >= 2 with --emulate (the first frame is not steady), got {frames}")
+    artifact_dir = Path(artifact_dir)
+    manifest = read_manifest(artifact_dir)
+    if manifest.target["arch"] != "aarch64" or manifest.target["device"] != "cpu":
+        raise TsmDeployError(f"--emulate counts aarch64 CPU artifacts (rasp4, jetson-nano-cpu); {artifact_dir} is for "
+                             f"{manifest.target['name']}")
+    if manifest.kind != "stream":
+        raise TsmDeployError("--emulate counts stream artifacts so far")
+    progress(f"counting the artifact's instructions on an emulated CPU ({frames} frames, 1 thread)")
+    art = count_artifact(artifact_dir, frames=frames, per_function=per_function)
+    counts = {"tvm": EmulatedCount("tvm", list(art.per_frame), art.per_function)}
+    prepared = seeded_inputs(manifest, frames, seed=0)
+    notes = [f"peer runs the same model exported to ONNX, {frames} seeded frames, buffers fed back"]
+    for name in peers:
+        try:
+            counts[name] = _peer_counts(name, checkpoint, prepared, progress)
+        except (CheckFailed, TsmDeployError) as exc:
+            notes.append(f"{name} did not run: {exc}")
+            log.warning("%s did not run on the emulated CPU: %s", name, exc)
+    return EmulatedBenchReport(
+        artifact=str(artifact_dir), target=manifest.target["name"],
+        model={k: v for k, v in manifest.model.items() if k != "source"}, macs=model_macs(checkpoint),
+        counts=counts, qemu_cpu=art.qemu_cpu, notes=notes,
+    )
+
+
+def write_emulated_report(report: EmulatedBenchReport, json_path: Path | None) -> None:
+    if json_path is not None:
+        atomic_write_text(Path(json_path), report.to_json())
