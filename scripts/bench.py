@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP)
     parser.add_argument("--threads", type=int, default=None, help="default: all cores")
     parser.add_argument("--keep-artifact", type=Path, default=None, help="compile into this folder and keep it")
+    parser.add_argument("--frame-size", default=None, metavar="WxH",
+                        help="also measure end to end: uint8 camera frames of this size in (TVM: preprocessing compiled "
+                             "in; ONNX Runtime and PyTorch: numpy preprocessing), in the same process after the "
+                             "network-only run; writes <target>-e2e-WxH.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     if args.frames < MIN_FRAMES:
@@ -67,6 +71,16 @@ def main(argv: list[str] | None = None) -> int:
                 progress=progress,
                 stage=lambda message: log.info("%s", message),
             )
+            e2e = None
+            if args.frame_size:
+                from tsm_deploy.models.preprocess import parse_frame_size
+
+                size = parse_frame_size(args.frame_size)
+                raw = Path(tmp) / f"{args.target}-e2e"
+                log.info("compiling with the preprocessing for %s frames", args.frame_size)
+                compile_artifact(checkpoint, target, raw, frame_size=size, progress=lambda m: log.info("%s", m))
+                e2e = benchmark(raw, checkpoint, frames=args.frames, warmup=args.warmup, threads=args.threads,
+                                shift_overhead=False, progress=progress, stage=lambda message: log.info("%s", message))
     except TsmDeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -75,6 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     write_report(report, json_path, png_path)
     print(report.table())
     print(f"wrote {json_path} and {png_path}")
+    if e2e is not None:
+        stem = f"{args.target}-e2e-{args.frame_size}"
+        write_report(e2e, args.output / f"{stem}.json", args.output / f"{stem}.png")
+        print(e2e.table())
+        ratio = e2e.runners["tvm"].median_ms / report.runners["tvm"].median_ms
+        print(f"TVM end to end / network only: {ratio:.2f}x; vs ONNX Runtime end to end: "
+              f"{e2e.runners['tvm'].median_ms / e2e.runners['onnxruntime'].median_ms:.2f}x")
+        print(f"wrote {args.output / stem}.json and .png")
     return 0
 
 

@@ -269,3 +269,26 @@ def test_count_artifact_per_frame_and_per_function(tmp_path, small_checkpoint):
 
     with pytest.raises(TsmDeployError, match="frames must be"):
         count_artifact(artifact, frames=0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("qemu-aarch64") is None, reason="needs qemu-user (scripts/install_system_deps.sh)")
+def test_tune_emulate_then_compile_applies_the_records(tmp_path, small_checkpoint_file):
+    """`tune --emulate` for a few trials on the most expensive task of a small model, then `compile`
+    for the Pi with that database: the task is scheduled from the emulated measurements."""
+    from click.testing import CliRunner
+
+    from tsm_deploy.cli import main
+    from tsm_deploy.tuning.database import read_metadata
+
+    db = tmp_path / "db"
+    common = ["--checkpoint", str(small_checkpoint_file), "--target", "rasp4", "--tuning-db", str(db)]
+    result = CliRunner().invoke(main, ["tune", *common, "--emulate", "--trials", "4", "--max-tasks", "1"])
+    assert result.exit_code == 0, result.output
+    meta = read_metadata(db)
+    assert meta["measured_by"] == "emulated-instructions" and "instructions" in meta["machine_cpu"]
+    tuned = [t for t in meta["tasks"].values() if t.get("best_us")]
+    assert len(tuned) == 1 and tuned[0]["trials"] >= 4
+    result = CliRunner().invoke(main, ["compile", *common, "--output", str(tmp_path / "art")])
+    assert result.exit_code == 0, result.output
+    assert "tuning records: 1 of" in result.output

@@ -163,15 +163,15 @@ def save_checkpoint(checkpoint: LoadedCheckpoint, path: str | Path) -> None:
     atomic_write_bytes(Path(path), serialise_checkpoint(checkpoint))
 
 
-from .default import DEFAULT_CONFIG, DEFAULT_SEED, default_checkpoint  # noqa: E402  (needs LoadedCheckpoint)
+from .default import DEFAULT_SEED, default_checkpoint, default_config  # noqa: E402  (needs LoadedCheckpoint)
 
 __all__ = [
-    "DEFAULT_CONFIG",
     "DEFAULT_SEED",
     "FORMAT_VERSION",
     "LoadedCheckpoint",
     "check_fits",
     "default_checkpoint",
+    "default_config",
     "load_checkpoint",
     "mismatch_summary",
     "reference_checkpoint",

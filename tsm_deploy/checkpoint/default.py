@@ -1,26 +1,66 @@
-"""The embedded default model: what every command uses when no ``--checkpoint`` is given."""
+"""The embedded default model: what every command uses when no ``--checkpoint`` is given.
+
+It is the online TSM-MobileNetV2 trained on the synthetic temporal-order task
+(``tsm_deploy/default_model/``, written by ``scripts/train.py``), with its labels and task (frame
+rate, clip length). Any other configuration asked of "the default model" (e.g. a size the tests use)
+gets seeded random weights, calibrated so that parity still means something.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import io
+import json
+import logging
 
 import torch
 from torch import nn
 
 from ..models import ModelConfig, build_model
+from ..resources import default_model_dir
 from . import LoadedCheckpoint, sha256_bytes
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SEED = 0
 BN_VARIANCE_FLOOR = 1e-2
-DEFAULT_CONFIG = ModelConfig()  # online TSM-MobileNetV2, 27 classes (Jester-sized), 224x224
+# Without the trained file (a development tree): online TSM-MobileNetV2, 27 classes (Jester), 224x224.
+UNTRAINED_CONFIG = ModelConfig()
+TRAINED_FILE = "tsm_mobilenet_v2_online_synthetic.pth"
+
+
+@functools.lru_cache(maxsize=1)
+def trained_checkpoint() -> LoadedCheckpoint | None:
+    """The committed trained default model with its labels and task, or None when it is absent."""
+    from . import load_checkpoint
+
+    folder = default_model_dir()
+    path = folder / TRAINED_FILE
+    if not path.is_file():
+        return None
+    loaded = load_checkpoint(path)
+    labels, task = loaded.labels, loaded.task
+    if labels is None and (folder / "labels.txt").is_file():
+        labels = tuple(line for line in (folder / "labels.txt").read_text().splitlines() if line)
+    if task is None and (folder / "task.json").is_file():
+        task = json.loads((folder / "task.json").read_text())
+    if task is not None:
+        task = {k: task[k] for k in ("task", "frame_rate", "frame_size", "frames_per_clip") if k in task}
+    return dataclasses.replace(
+        loaded, labels=labels, task=task,
+        source="default model (online TSM-MobileNetV2 trained on the synthetic temporal-order task)",
+    )
 
 
 def default_config() -> ModelConfig:
-    return DEFAULT_CONFIG
+    trained = trained_checkpoint()
+    return trained.config if trained is not None else UNTRAINED_CONFIG
 
 
-def default_checkpoint(config: ModelConfig = DEFAULT_CONFIG, seed: int = DEFAULT_SEED) -> LoadedCheckpoint:
-    """Seeded random weights at ``config``: not a trained model.
+def default_checkpoint(config: ModelConfig | None = None, seed: int | None = None) -> LoadedCheckpoint:
+    """The default model: the trained one at its own configuration (``config`` None or equal, no
+    ``seed``); otherwise seeded random weights at ``config``, not a trained model.
 
     BatchNorm statistics are calibrated on seeded noise and the classifier uses Xavier init, so that
     activations and logits are O(1) like a trained network's; with the original init, logits are ~1e-4
@@ -29,6 +69,11 @@ def default_checkpoint(config: ModelConfig = DEFAULT_CONFIG, seed: int = DEFAULT
     differs from PyTorch by 5e-5; the variance floor keeps the default model as well conditioned as a
     trained one, so parity measures the compiler and not the random weights.
     """
+    trained = trained_checkpoint()
+    if seed is None and trained is not None and config in (None, trained.config):
+        return trained
+    config = config or default_config()
+    seed = DEFAULT_SEED if seed is None else seed
     torch.manual_seed(seed)
     model = build_model(config)
     generator = torch.Generator().manual_seed(seed + 1)

@@ -53,13 +53,9 @@ class ClipModel:
     """A loaded ``clip`` artifact: ``predict(frames)`` for T frames at once."""
 
     def __init__(self, artifact_dir: Path | str, check_module: bool = True, threads: int | None = None) -> None:
-        self._artifact = LoadedArtifact(artifact_dir, check_module=check_module, threads=threads)
+        self._artifact = LoadedArtifact(artifact_dir, "clip", check_module=check_module, threads=threads)
         self.artifact_dir = self._artifact.artifact_dir
         self.manifest = self._artifact.manifest
-        if not isinstance(self.manifest.io, ClipIO):
-            raise TsmDeployError(
-                f"{self.artifact_dir} is a {self.manifest.kind} artifact: use StreamingModel (or tsm_deploy.runtime.load_model)"
-            )
         self.io: ClipIO = self.manifest.io
         self._clip_spec = self.manifest.frame
         self._logits_index = self.manifest.output_index(self.io.logits)

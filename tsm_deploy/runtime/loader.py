@@ -91,12 +91,20 @@ def _ensure_cuda_jit() -> None:
 class LoadedArtifact:
     """An artifact's module loaded on its device, with one reusable input tensor per input."""
 
-    def __init__(self, artifact_dir: Path | str, check_module: bool = True, threads: int | None = None) -> None:
+    def __init__(
+        self, artifact_dir: Path | str, kind: str, check_module: bool = True, threads: int | None = None
+    ) -> None:
+        """Load the artifact, which must be of I/O ``kind`` ("stream" or "clip")."""
         import tvm
         import tvm.runtime.vm  # noqa: F401  (a runtime-only `import tvm`, as on the device, does not load it)
 
         self.artifact_dir = Path(artifact_dir)
         self.manifest: Manifest = read_manifest(self.artifact_dir, check_module=check_module)
+        if self.manifest.kind != kind:
+            other = "ClipModel" if self.manifest.kind == "clip" else "StreamingModel"
+            raise TsmDeployError(
+                f"{self.artifact_dir} is a {self.manifest.kind} artifact: use {other} (or tsm_deploy.runtime.load_model)"
+            )
         self.device = _device(self.manifest.target["device"])
         module_path = (self.artifact_dir / self.manifest.module_file).resolve()  # dlopen needs a path with a dir
         try:

@@ -45,13 +45,9 @@ class StreamingModel:
     def __init__(
         self, artifact_dir: Path | str, history: int = 1, check_module: bool = True, threads: int | None = None
     ) -> None:
-        self._artifact = LoadedArtifact(artifact_dir, check_module=check_module, threads=threads)
+        self._artifact = LoadedArtifact(artifact_dir, "stream", check_module=check_module, threads=threads)
         self.artifact_dir = self._artifact.artifact_dir
         self.manifest = self._artifact.manifest
-        if not isinstance(self.manifest.io, StreamIO):
-            raise TsmDeployError(
-                f"{self.artifact_dir} is a {self.manifest.kind} artifact: use ClipModel (or tsm_deploy.runtime.load_model)"
-            )
         self.io: StreamIO = self.manifest.io
         self._frame_spec = self.manifest.frame
         self._logits_index = self.manifest.output_index(self.io.logits)
