@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT := out
 
-.PHONY: setup system-deps demo test test-quick bench clean
+.PHONY: setup system-deps demo test test-all test-quick bench clean
 
 setup: $(STAMP) system-deps
 
@@ -26,7 +26,11 @@ system-deps:
 demo: setup
 	$(BIN)/python scripts/demo.py --output $(OUT)
 
+# What CI runs: every test but the few marked heavy (minutes each, or large downloads).
 test: setup
+	$(BIN)/python -m pytest -q -m "not heavy" --durations=25
+
+test-all: setup
 	$(BIN)/python -m pytest -q --durations=25
 
 # The quick subset while working: no full-size compiles, no emulation, no RPC.

@@ -187,6 +187,7 @@ def _one_conv2d():
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # 3-5 min; test_tune_emulate_then_compile_applies_the_records covers tune --emulate in make test
 @needs_tools
 def test_runner_measures_candidates_and_a_mini_tune_records_them(tmp_path):
     from tvm.s_tir import meta_schedule as ms

@@ -640,3 +640,25 @@ def test_resnet50_onnx_and_tvm_match_pytorch():
     session = ort.InferenceSession(export(model, clip_of(model, 24)), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"clip": clip.numpy()})[0], want, rtol=0, atol=1e-3)
     np.testing.assert_allclose(_tvm_logits(model, clip), want, rtol=0, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_resnet50_224_8_segments_original_checkpoint_compiles_and_matches(tmp_path):
+    """The paper's model at full size through the product path: an original training checkpoint
+    (DataParallel prefix, original file name) -> load -> compile for x86 -> verify one clip."""
+    from tsm_deploy.checkpoint import default_checkpoint, load_checkpoint
+    from tsm_deploy.compile import compile_artifact
+    from tsm_deploy.evaluate.verify import verify_artifact
+    from tsm_deploy.models import ModelConfig
+    from tsm_deploy.targets import load_target
+
+    seeded = default_checkpoint(ModelConfig(arch="tsm_resnet50", n_class=400, input_size=224, n_segment=8), seed=5)
+    path = tmp_path / "TSM_kinetics_RGB_resnet50_shift8_blockres_avg_segment8_e50.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in seeded.state_dict.items()}, "epoch": 50,
+                "arch": "resnet50"}, path)
+    loaded = load_checkpoint(path)
+    assert loaded.layout == "tsm-original" and loaded.config.n_segment == 8 and loaded.config.n_class == 400
+    out = tmp_path / "r50"
+    compile_artifact(loaded, load_target("x86"), out, database=None)
+    report = verify_artifact(out, loaded, frames=1, tolerance=1e-3)
+    assert report.kind == "clip" and report.passed, report.table()

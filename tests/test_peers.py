@@ -85,6 +85,7 @@ def test_onnxruntime_streams_like_pytorch_with_frame_markers(ort_peer, small_che
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # a 104 MB wheel, and ~90 s of emulated import
 @pytest.mark.emulation
 def test_torch_peer_matches_host_pytorch(small_checkpoint):
     peer = prepare_peer("torch")
