@@ -48,7 +48,7 @@ def trained_checkpoint() -> LoadedCheckpoint | None:
     if task is not None:
         task = {k: task[k] for k in ("task", "frame_rate", "frame_size", "frames_per_clip") if k in task}
     return dataclasses.replace(
-        loaded, labels=labels, task=task,
+        loaded, labels=labels, task=task, layout="default",
         source="default model (online TSM-MobileNetV2 trained on the synthetic temporal-order task)",
     )
 

@@ -43,7 +43,10 @@ def command(artifact: Path, video_arg: str | None, video: str | None, frames: in
         result = recognise_video(model, source, history=history, min_duration=min_duration, limit=limit,
                                  progress=bar.update)
     click.echo(f"{result.source}: {len(result.frames)} frames at {result.fps:.3g} fps")
-    click.echo(result.timeline.table())
+    timeline, names = result.timeline, model.manifest.labels
+    for i, (time, top1) in enumerate(zip(timeline.times, timeline.top1)):  # smoothed per-step top-1
+        click.echo(f"{i:>4} {time:7.2f} s top1={int(top1)}" + (f" {names[int(top1)]}" if names else ""))
+    click.echo(timeline.table())
     if json_path:
         atomic_write_text(json_path, result.timeline.to_json())
         click.echo(f"wrote {json_path}")
