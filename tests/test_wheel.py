@@ -141,7 +141,7 @@ def test_installed_cli_lists_every_target_with_records(installed: tuple[Path, Pa
     result = _run([venv / "bin" / "tsm-deploy", "targets", "--json", "-"], cwd=tmp_path, env=_clean_env(venv))
     listed = {entry["name"]: entry for entry in json.loads(result.stdout)}
     assert sorted(listed) == TARGET_NAMES
-    records = listed["x86-avx512"]["tuning_records"]
+    records = listed["x86-avx2"]["tuning_records"]
     assert records["present"], records
     assert Path(records["path"]).is_relative_to(site / "tsm_deploy" / "_data" / "tuning_logs"), records
     for name, entry in listed.items():
