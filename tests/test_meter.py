@@ -187,7 +187,7 @@ def _one_conv2d():
 
 
 @pytest.mark.slow
-@pytest.mark.heavy  # 3-5 min; test_tune_emulate_then_compile_applies_the_records covers tune --emulate in make test
+@pytest.mark.heavy  # 3-5 min
 @needs_tools
 def test_runner_measures_candidates_and_a_mini_tune_records_them(tmp_path):
     from tvm.s_tir import meta_schedule as ms
@@ -273,6 +273,7 @@ def test_count_artifact_per_frame_and_per_function(tmp_path, small_checkpoint):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # ~3 min (build workers' import, guest start, a rasp4 compile): make test-all
 @pytest.mark.skipif(shutil.which("qemu-aarch64") is None, reason="needs qemu-user (scripts/install_system_deps.sh)")
 def test_tune_emulate_then_compile_applies_the_records(tmp_path, small_checkpoint_file):
     """`tune --emulate` for a few trials on the most expensive task of a small model, then `compile`
