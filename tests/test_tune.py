@@ -114,6 +114,7 @@ def test_tune_two_tasks_through_rpc_tracker(rpc_database):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # 5.7 min on the 2-core machine (a tune killed, then two resumes): make test-all
 @pytest.mark.rpc
 def test_killed_run_leaves_a_valid_database_and_resume_adds_up(rpc_database, small_checkpoint, small_checkpoint_file,
                                                                  tmp_path):
