@@ -40,3 +40,12 @@ def small_artifact(tmp_path_factory, small_checkpoint) -> Path:
     out = tmp_path_factory.mktemp("artifacts") / "small-x86"
     compile_artifact(small_checkpoint, load_target("x86"), out, database=None)
     return out
+
+
+SMALL_CLIP_CONFIG = ModelConfig(arch="tsm_mobilenet_v2", n_class=10, input_size=64, width_mult=0.5, n_segment=4)
+
+
+@pytest.fixture(scope="session")
+def small_clip_checkpoint() -> LoadedCheckpoint:
+    """An offline (bi-directional) TSM-MobileNetV2 over clips of 4 segments, small."""
+    return default_checkpoint(SMALL_CLIP_CONFIG, seed=4)

@@ -54,6 +54,16 @@ def test_emulated_pi4_parity_of_default_model(rasp4_artifact, default_model):
     assert report.max_abs_error <= 1e-4 and report.top1_agreement == 1.0
 
 
+def test_emulated_pi4_parity_of_a_clip_artifact(tmp_path, small_clip_checkpoint):
+    """Offline TSM on the Pi: a clip artifact (4 segments at once) verified on an emulated Cortex-A72."""
+    out = tmp_path / "clip-rasp4"
+    compile_artifact(small_clip_checkpoint, load_target("rasp4"), out, database=None)
+    assert elf_machine(out / "module.so") == ELF_MACHINE["aarch64"]
+    report = verify_artifact(out, small_clip_checkpoint, frames=2, runner=EmulatedRunner(out))
+    assert report.kind == "clip" and report.passed, report.table()
+    assert report.runner.startswith("qemu cortex-a72") and report.top1_agreement == 1.0
+
+
 def test_instructions_the_cortex_a72_lacks_are_caught(tmp_path, small_checkpoint, small_checkpoint_file):
     """A build with SVE (which the Pi 4 lacks) runs on QEMU's 'max' CPU but dies as a Cortex-A72.
 

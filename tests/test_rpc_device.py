@@ -26,6 +26,18 @@ def test_verify_over_rpc(rpc_server, small_artifact, small_checkpoint):
     assert report.runner == f"rpc {rpc_server}"
 
 
+def test_verify_a_clip_artifact_over_rpc(rpc_server, tmp_path, small_clip_checkpoint):
+    """Offline TSM: whole clips go to the device, logits come back; same report as on the host."""
+    from tsm_deploy.compile import compile_artifact
+    from tsm_deploy.targets import load_target
+
+    out = tmp_path / "clip-x86"
+    compile_artifact(small_clip_checkpoint, load_target("x86"), out, database=None)
+    report = verify_artifact(out, small_clip_checkpoint, frames=2, runner=RpcRunner(out, rpc_server))
+    assert report.kind == "clip" and report.passed, report.table()
+    assert report.runner == f"rpc {rpc_server}" and report.top1_agreement == 1.0
+
+
 def test_latency_over_rpc(rpc_server, small_artifact):
     with RemoteArtifact(small_artifact, rpc_server) as remote:
         times = remote.latencies_ms(frames=5, warmup=1)

@@ -23,7 +23,9 @@ from tvm import relax
 
 from .checkpoint import LoadedCheckpoint
 from .export import ExportResult, export_onnx
+from .models.wrapper import ChannelsLastState
 from .frontend import ShiftReport, check_static_shift, import_onnx
+from .transforms import fold_permutes, relu_from_clip
 from .tuning.database import database_prepack, has_database
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class ModelIO:
     input_dtypes: dict[str, str]
     outputs: dict[str, tuple[int, ...]]  # name -> shape, in result order
     state: tuple[tuple[str, str], ...]  # (output, input) pairs fed back each step
+    state_layout: str = "NCHW"  # "NHWC" on CPU targets (the compiled convolutions' layout)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ def prepare_module(
     the same; the preprocessing adds a few small tasks of its own).
     """
     model = checkpoint.model()
+    state_layout = "NHWC" if channels_last(target) and model.state_pairs() else "NCHW"
+    if state_layout == "NHWC":
+        model = ChannelsLastState(model).eval()
     if frame_size is not None:
         from .models import preprocessing
         from .models.preprocess import FramePreprocess, WithPreprocess
@@ -85,8 +91,14 @@ def prepare_module(
         input_dtypes=dict(exported.input_dtypes),
         outputs=_output_shapes(mod, exported.output_names),
         state=tuple(model.state_pairs()),
+        state_layout=state_layout,
     )
     return PreparedModule(mod, io, exported, report, prepack)
+
+
+def channels_last(target: Any) -> bool:
+    """Whether ``target`` (a DeployTarget) runs the convolutions NHWC (CPU targets)."""
+    return target.tvm().kind.name == "llvm"
 
 
 def _direction(checkpoint: LoadedCheckpoint) -> str:
@@ -104,16 +116,16 @@ def _output_shapes(mod: tvm.IRModule, names: list[str]) -> dict[str, tuple[int, 
 def fuse(mod: tvm.IRModule, target: tvm.target.Target, prepack: bool = False) -> tvm.IRModule:
     """Legalize and fuse; with ``prepack``, also mark the weights of the fused functions layout-free.
 
-    The ONNX importer's Clip (ReLU6) arrives as opaque ``call_tir(maximum/minimum)`` with 0-d constant
-    bounds, which layout conversion cannot see through (it would wrap every ReLU6 in transposes and
-    keep it out of the convolution's fused kernel); it is turned into ``relu`` + ``minimum`` first.
-    Untuned, NHWC is slower (default schedules do not vectorize it): CPU targets are meant to be tuned.
+    On CPU targets the graph goes NHWC first (:mod:`.transforms`: ReLU6 made layout-transparent,
+    permutes folded). Untuned, NHWC is slower (default schedules do not vectorize it): CPU targets
+    are meant to be tuned.
     """
     with target:
-        if target.kind.name == "llvm":
+        if target.kind.name == "llvm":  # channels_last()
             mod = relax.transform.FoldConstant()(mod)  # the importer's isnan/where on the clip bounds
-            mod = _ClipRewriter.apply(mod)
+            mod = relu_from_clip(mod)
             mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
+            mod = fold_permutes(mod)
         mod = tvm.transform.Sequential(
             [
                 relax.transform.CanonicalizeBindings(),
@@ -125,40 +137,6 @@ def fuse(mod: tvm.IRModule, target: tvm.target.Target, prepack: bool = False) ->
             ]
         )(mod)
     return _attach_layout_free(mod) if prepack else mod
-
-
-@relax.expr_functor.mutator
-class _ClipRewriter(relax.PyExprMutator):
-    """``call_tir(maximum*, (x, 0))`` -> ``relu(x)``; other scalar-constant maximum/minimum -> the Relax
-    ops. These have layout inference (``clip`` and ``relu6`` have none: they would stay NCHW)."""
-
-    def __init__(self, mod: tvm.IRModule) -> None:
-        super().__init__(mod)
-        self.names = {gv: gv.name_hint for gv in mod.get_global_vars()}
-        self.call_tir = tvm.ir.Op.get("relax.call_tir")
-
-    @staticmethod
-    def apply(mod: tvm.IRModule) -> tvm.IRModule:
-        rewriter = _ClipRewriter(mod)
-        for gv, func in list(mod.functions.items()):
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-        return relax.transform.DeadCodeElimination()(rewriter.builder_.get())
-
-    def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802 (TVM's visitor naming)
-        call = self.visit_expr_post_order(call)
-        if call.op != self.call_tir or not isinstance(call.args[0], tvm.ir.GlobalVar):
-            return call
-        name = self.names.get(call.args[0], "")
-        args = call.args[1].fields if isinstance(call.args[1], relax.Tuple) else []
-        if len(args) != 2 or not isinstance(args[1], tvm.ir.expr.Constant) or args[1].value.numpy().ndim != 0:
-            return call
-        x, bound = args[0], float(args[1].value.numpy())
-        if name.startswith("maximum"):
-            return relax.op.nn.relu(x) if bound == 0.0 else relax.op.maximum(x, args[1])
-        if name.startswith("minimum"):
-            return relax.op.minimum(x, args[1])
-        return call
 
 
 def _attach_layout_free(mod: tvm.IRModule) -> tvm.IRModule:

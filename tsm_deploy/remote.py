@@ -17,7 +17,8 @@ import numpy as np
 
 from .errors import TsmDeployError, one_line
 from .evaluate.runners import StepOutput
-from .runtime.manifest import Manifest, read_manifest
+from .runtime.manifest import Manifest, StreamIO, read_manifest
+from .runtime.stream import buffers_nchw
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,12 @@ class RemoteArtifact:
 
         return [tvm.runtime.tensor(np.zeros(s.shape, s.dtype), device=self.device) for s in self.manifest.buffers]
 
+    def buffers_nchw(self, buffers: list[Any]) -> list[np.ndarray]:
+        """The remote state tensors as numpy arrays, NCHW like the PyTorch model's."""
+        if not isinstance(self.manifest.io, StreamIO):
+            return [b.numpy() for b in buffers]
+        return buffers_nchw(self.manifest.io, [b.numpy() for b in buffers])
+
     def step(self, x: np.ndarray, buffers: list[Any]) -> tuple[Any, list[Any]]:
         """One call: ``x`` is the frame (stream) or clip; ``buffers`` the state inputs in ``io.state``
         order. -> (logits, next state) as remote tensors, which stay on the device."""
@@ -138,7 +145,7 @@ class RpcRunner:
             logits, results = None, []
             for i, frame in enumerate(frames):
                 logits, buffers = self.remote.step(np.ascontiguousarray(frame), buffers)
-                results.append(StepOutput(logits.numpy().reshape(-1), [b.numpy() for b in buffers]))
+                results.append(StepOutput(logits.numpy().reshape(-1), self.remote.buffers_nchw(buffers)))
                 log.info("rpc frame %d/%d", i + 1, len(frames))
             del logits, buffers  # remote tensors hold the session too
         return results

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import TsmDeployError
+from .wrapper import NetworkWrapper
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ class FramePreprocess(nn.Module):
         return x.permute(0, 3, 1, 2)[None] if clip else x.permute(2, 0, 1)[None]
 
 
-class WithPreprocess(nn.Module):
+class WithPreprocess(NetworkWrapper):
     """``forward(frame_uint8, *other_inputs)`` = ``network(preprocess(frame_uint8), *other_inputs)``.
 
     The network's first input (a ``(1, 3, S, S)`` frame, or a ``(1, T, 3, S, S)`` clip) becomes a uint8
@@ -172,9 +173,8 @@ class WithPreprocess(nn.Module):
     """
 
     def __init__(self, preprocess: FramePreprocess, network: nn.Module) -> None:
-        super().__init__()
+        super().__init__(network)
         self.preprocess = preprocess
-        self.network = network
         self.frames: int | None = None  # T for a clip network
         if hasattr(network, "input_shapes"):
             name, shape = next(iter(network.input_shapes().items()))
@@ -188,15 +188,6 @@ class WithPreprocess(nn.Module):
                     f"the network's input {name!r} is {tuple(shape)}: the preprocessing makes "
                     f"(1, 3, {crop}, {crop}) frames (or (1, T, 3, {crop}, {crop}) clips)"
                 )
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            network = self._modules.get("network")
-            if network is None:
-                raise
-            return getattr(network, name)
 
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         shapes = dict(self.network.input_shapes())

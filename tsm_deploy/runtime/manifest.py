@@ -29,6 +29,7 @@ READABLE_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 DTYPES = ("float32", "float16", "uint8", "int8", "int32", "int64")
 FRAME_FORMATS = ("prepared", "rgb_uint8")  # what the frame/clip input takes
+STATE_LAYOUTS = ("NCHW", "NHWC")  # the shift buffers' layout inside the module (users always see NCHW)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -119,8 +120,10 @@ def _io_from_dict(data: Any) -> StreamIO | ClipIO:
             (_name(_mapping(s, "state pair").get("output"), "state output"), _name(s.get("input"), "state input"))
             for s in state
         )
+        layout = data.get("state_layout", "NCHW")
+        _require(layout in STATE_LAYOUTS, f"io.state_layout must be one of {STATE_LAYOUTS}, got {layout!r}")
         return StreamIO(_name(data.get("frame"), "io.frame"), _name(data.get("logits"), "io.logits"), pairs,
-                        _name(data.get("state_layout", "NCHW"), "io.state_layout"), frame_format)
+                        layout, frame_format)
     if kind == "clip":
         return ClipIO(_name(data.get("clip"), "io.clip"), _name(data.get("logits"), "io.logits"),
                       _positive_int(data.get("segments"), "io.segments"), _name(data.get("layout", "NTCHW"), "io.layout"),
@@ -270,6 +273,8 @@ def _check_consistent(m: Manifest) -> None:
     for out, inp in m.state:
         _require(out in out_names and inp in in_names, f"state pair {out!r} -> {inp!r} names an unknown tensor")
         _require(m.outputs[out_names.index(out)].shape == m.input(inp).shape, f"state pair {out!r} -> {inp!r}: shapes differ")
+    if isinstance(m.io, StreamIO) and m.io.state_layout == "NHWC":
+        _require(all(len(s.shape) == 4 for s in m.buffers), "io.state_layout NHWC needs 4-D state tensors")
     stated = {i for _, i in m.state} | {frame}
     _require(set(in_names) == stated, "every input must be the frame/clip or a state input")
     _require(m.frame.shape == _frame_shape(m), f"the {frame} input has shape {list(m.frame.shape)}, "

@@ -111,8 +111,15 @@ class StreamingModel:
         return StepResult(logits=logits, top1=top1, label=labels[top1] if labels else None, smoothed=smoothed)
 
     def buffers(self) -> list[np.ndarray]:
-        """Copies of the current state inputs, in ``io.state`` order (for verification)."""
-        return [self._state[name].numpy() for _, name in self.io.state]
+        """Copies of the current state inputs, in ``io.state`` order, NCHW (for verification)."""
+        return buffers_nchw(self.io, [self._state[name].numpy() for _, name in self.io.state])
 
 
-__all__ = ["DEFAULT_HISTORY", "StepResult", "StreamingModel", "set_threads"]
+def buffers_nchw(io: StreamIO, buffers: list[np.ndarray]) -> list[np.ndarray]:
+    """State tensors as the PyTorch model has them (NCHW), whatever layout the module keeps them in."""
+    if io.state_layout == "NHWC":
+        return [np.ascontiguousarray(b.transpose(0, 3, 1, 2)) for b in buffers]
+    return buffers
+
+
+__all__ = ["DEFAULT_HISTORY", "StepResult", "StreamingModel", "buffers_nchw", "set_threads"]

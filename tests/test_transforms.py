@@ -1,0 +1,90 @@
+"""The CPU pipeline's Relax rewrites: permutes folded away around the shift, channels-last buffers."""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.script import relax as R
+
+from tsm_deploy.pipeline import prepare_module
+from tsm_deploy.runtime import StreamingModel, read_manifest
+from tsm_deploy.targets import load_target
+from tsm_deploy.transforms import fold_permutes
+
+
+def _shift_like(buffer_shape=(1, 4, 4, 2), x_shape=(1, 4, 4, 16), fold=2) -> tvm.IRModule:
+    """What layout conversion leaves for a shift with an NHWC buffer: NCHW concat between permutes,
+    plus the next buffer sliced from the NCHW view."""
+    bb = relax.BlockBuilder()
+    buf = relax.Var("buf", R.Tensor(buffer_shape, "float32"))
+    x = relax.Var("x", R.Tensor(x_shape, "float32"))
+    with bb.function("main", [x, buf]):
+        with bb.dataflow():
+            b_nchw = bb.emit(relax.op.permute_dims(buf, [0, 3, 1, 2]))
+            x_rest = bb.emit(relax.op.strided_slice(x, [3], [fold], [x_shape[3]]))
+            rest_nchw = bb.emit(relax.op.permute_dims(x_rest, [0, 3, 1, 2]))
+            joined = bb.emit(relax.op.concat([b_nchw, rest_nchw], axis=1))
+            shifted = bb.emit(relax.op.permute_dims(joined, [0, 2, 3, 1]))
+            x_nchw = bb.emit(relax.op.permute_dims(x, [0, 3, 1, 2]))
+            head = bb.emit(relax.op.strided_slice(x_nchw, [1], [0], [fold]))
+            nxt = bb.emit(relax.op.permute_dims(head, [0, 2, 3, 1]))
+            out = bb.emit_output(relax.Tuple([shifted, nxt]))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _ops(mod: tvm.IRModule) -> list[str]:
+    names = []
+    relax.analysis.post_order_visit(
+        mod["main"], lambda e: names.append(e.op.name) if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op) else None
+    )
+    return names
+
+
+def _run(mod: tvm.IRModule, *arrays: np.ndarray) -> list[np.ndarray]:
+    exe = tvm.compile(mod, target="llvm")
+    vm = relax.VirtualMachine(exe, tvm.cpu())
+    out = vm["main"](*(tvm.runtime.tensor(a) for a in arrays))
+    return [out[i].numpy() for i in range(len(out))]
+
+
+def test_fold_permutes_cancels_the_shift_transposes_and_keeps_the_values():
+    mod = _shift_like()
+    folded = fold_permutes(mod)
+    assert _ops(mod).count("relax.permute_dims") == 5
+    assert "relax.permute_dims" not in _ops(folded)
+    assert _ops(folded).count("relax.concat") == 1 and _ops(folded).count("relax.strided_slice") == 2
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 4, 4, 16)).astype(np.float32)
+    buf = rng.standard_normal((1, 4, 4, 2)).astype(np.float32)
+    for want, got in zip(_run(mod, x, buf), _run(folded, x, buf)):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(_run(folded, x, buf)[0], np.concatenate([buf, x[..., 2:]], axis=3))
+
+
+def test_fold_permutes_leaves_a_lone_permute_alone():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", R.Tensor((1, 2, 3, 4), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.permute_dims(x, [0, 3, 1, 2]))
+        bb.emit_func_output(y)
+    mod = bb.get()
+    assert _ops(fold_permutes(mod)) == ["relax.permute_dims"]
+
+
+def test_cpu_artifacts_keep_shift_buffers_channels_last(small_checkpoint, small_artifact):
+    prepared = prepare_module(small_checkpoint, load_target("x86"))
+    model = small_checkpoint.model()
+    torch_shapes = [s for name, s in model.input_shapes().items() if name != "frame"]
+    assert prepared.io.state_layout == "NHWC"
+    assert [prepared.io.inputs[i] for _, i in prepared.io.state] == [(n, h, w, c) for n, c, h, w in torch_shapes]
+    fused = [gv.name_hint for gv in prepared.mod.get_global_vars()]
+    assert not [n for n in fused if "concatenate" in n and "transpose" in n], fused  # the shift moves no layout
+    assert len([n for n in fused if "transpose" in n]) <= 1, fused  # the NCHW frame going in, nothing else
+    manifest = read_manifest(small_artifact)
+    assert manifest.io.state_layout == "NHWC"
+    stream = StreamingModel(small_artifact)
+    stream.step(np.zeros(manifest.frame.shape, np.float32))
+    assert [b.shape for b in stream.buffers()] == torch_shapes  # users see the PyTorch layout
