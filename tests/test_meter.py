@@ -294,3 +294,31 @@ def test_tune_emulate_then_compile_applies_the_records(tmp_path, small_checkpoin
     result = CliRunner().invoke(main, ["compile", *common, "--output", str(tmp_path / "art")])
     assert result.exit_code == 0, result.output
     assert "tuning records: 1 of" in result.output
+
+
+@pytest.mark.slow
+@needs_tools
+def test_bench_emulate_counts_tvm_its_baselines_and_onnxruntime(tmp_path, small_checkpoint, small_checkpoint_file):
+    """`bench --emulate`: per-frame instruction counts for the artifact, the same module untuned, the
+    network without shifts, and ONNX Runtime with and without shifts, in one JSON."""
+    from click.testing import CliRunner
+
+    from tsm_deploy.cli import main
+    from tsm_deploy.compile import compile_artifact
+
+    artifact = tmp_path / "small-rasp4"
+    compile_artifact(small_checkpoint, load_target("rasp4"), artifact, database=None)
+    out = tmp_path / "emulated.json"
+    result = CliRunner().invoke(main, ["bench", str(artifact), "--checkpoint", str(small_checkpoint_file),
+                                       "--emulate", "--frames", "2", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "counts, not latency" in result.output and "shift overhead tvm" in result.output
+    report = json.loads(out.read_text())
+    runners = report["runners"]
+    assert set(runners) == {"tvm", "tvm_untuned", "tvm_noshift", "onnxruntime", "onnxruntime_noshift"}
+    assert all(r["instructions_per_frame"] > 1e6 for r in runners.values())
+    # the artifact is untuned itself: the same module compiled twice executes the same instructions
+    assert abs(report["tuned_vs_untuned"] - 1.0) < 1e-3
+    # shifting costs instructions (slices, concatenations, buffers) in both runtimes, but not many
+    assert 0 < report["shift_overhead"]["tvm"] < 0.5 and 0 < report["shift_overhead"]["onnxruntime"] < 0.5
+    assert report["macs_per_frame"] > 0 and runners["tvm"]["instructions_per_mac"] > 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -52,6 +52,20 @@ class EmulatedBenchReport:
     qemu_cpu: str
     notes: list[str] = field(default_factory=list)
 
+    def _ratio(self, name: str, base: str) -> float | None:
+        if name not in self.counts or base not in self.counts:
+            return None
+        return self.counts[name].steady / self.counts[base].steady
+
+    def shift_overhead(self) -> dict[str, float]:
+        """Per runtime: instructions with the shifts / without them - 1 (same target and records)."""
+        out = {}
+        for name in self.counts:
+            ratio = self._ratio(name, f"{name}_noshift")
+            if not name.endswith(("_noshift", "_untuned")) and ratio is not None:
+                out[name] = ratio - 1.0
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         from ...device.meter import INSTRUCTIONS_LABEL
 
@@ -74,6 +88,8 @@ class EmulatedBenchReport:
                 }
                 for name, c in self.counts.items()
             },
+            "tuned_vs_untuned": self._ratio("tvm", "tvm_untuned"),
+            "shift_overhead": self.shift_overhead(),
             "notes": self.notes,
         }
 
@@ -88,6 +104,10 @@ class EmulatedBenchReport:
         for name, c in self.counts.items():
             per_mac = f"{c.steady / self.macs:.3f}" if self.macs else "n/a"
             lines.append(f"{name:<22} {c.steady / 1e6:>14.2f} {c.steady / base:>7.2f}x {per_mac:>10}")
+        for name, overhead in self.shift_overhead().items():
+            lines.append(f"shift overhead {name}: {overhead:+.1%} instructions (vs the same network without shifts)")
+        if self._ratio("tvm", "tvm_untuned") is not None:
+            lines.append(f"tuned / untuned module: {self._ratio('tvm', 'tvm_untuned'):.3f}")
         lines.append(f"{INSTRUCTIONS_LABEL}, 1 guest thread, {self.target} ({self.qemu_cpu}): counts, not latency")
         return "\n".join(lines)
 
@@ -142,15 +162,40 @@ def _peer_counts(peer_name: str, checkpoint: LoadedCheckpoint, frames: np.ndarra
     return EmulatedCount(f"{peer_name} {peer.version}", per_frame)
 
 
+def _baseline_artifacts(artifact_dir: Path, checkpoint: LoadedCheckpoint, out: Path,
+                        progress: Callable[[str], None]) -> dict[str, Path]:
+    """The same model compiled for the same target without records (``tvm_untuned``) and, with the
+    artifact's records, without its shifts (``tvm_noshift``)."""
+    from ...compile import compile_artifact
+    from ...targets import load_target
+    from . import _noshift_checkpoint, _target_from_manifest
+
+    manifest = read_manifest(artifact_dir)
+    target = _target_from_manifest(manifest)
+    try:  # the manifest keeps the TVM target; the cross compiler is the named target's
+        target = replace(target, cross_compiler=load_target(target.name).cross_compiler)
+    except TsmDeployError:
+        pass
+    database = (manifest.tuning or {}).get("database")
+    database = Path(database) if database and Path(database).is_dir() else None
+    progress("compiling the baselines: untuned, and without shifts" + (" (tuned)" if database else " (no records)"))
+    compile_artifact(checkpoint, target, out / "untuned", database=None)
+    compile_artifact(_noshift_checkpoint(checkpoint), target, out / "noshift", database=database)
+    return {"tvm_untuned": out / "untuned", "tvm_noshift": out / "noshift"}
+
+
 def benchmark_emulated(
     artifact_dir: Path,
     checkpoint: LoadedCheckpoint,
     frames: int = 3,
     peers: tuple[str, ...] = DEFAULT_PEERS,
     per_function: bool = True,
+    baselines: bool = True,
     progress: Callable[[str], None] = lambda message: None,
 ) -> EmulatedBenchReport:
-    """Instructions per frame of an aarch64 stream artifact and of ``peers`` on the emulated CPU."""
+    """Instructions per frame of an aarch64 stream artifact and of ``peers`` on the emulated CPU; with
+    ``baselines``, also of the untuned module and of the network without shifts (TVM and peers), for
+    the tuning gain and the shift overhead."""
     from ...device.meter import count_artifact
 
     if frames < 2:
@@ -167,12 +212,24 @@ def benchmark_emulated(
     counts = {"tvm": EmulatedCount("tvm", list(art.per_frame), art.per_function)}
     prepared = seeded_inputs(manifest, frames, seed=0)
     notes = [f"peer runs the same model exported to ONNX, {frames} seeded frames, buffers fed back"]
+    with tempfile.TemporaryDirectory(prefix="tsm-emu-base-") as tmp:
+        if baselines:
+            for name, path in _baseline_artifacts(artifact_dir, checkpoint, Path(tmp), progress).items():
+                progress(f"counting {name} on the emulated CPU")
+                base = count_artifact(path, frames=frames, per_function=per_function)
+                counts[name] = EmulatedCount(name, list(base.per_frame), base.per_function)
+    models = [("", checkpoint)]
+    if baselines:
+        from . import _noshift_checkpoint
+
+        models.append(("_noshift", _noshift_checkpoint(checkpoint)))
     for name in peers:
-        try:
-            counts[name] = _peer_counts(name, checkpoint, prepared, progress)
-        except (CheckFailed, TsmDeployError) as exc:
-            notes.append(f"{name} did not run: {exc}")
-            log.warning("%s did not run on the emulated CPU: %s", name, exc)
+        for suffix, model in models:
+            try:
+                counts[name + suffix] = _peer_counts(name, model, prepared, progress)
+            except (CheckFailed, TsmDeployError) as exc:
+                notes.append(f"{name}{suffix} did not run: {exc}")
+                log.warning("%s%s did not run on the emulated CPU: %s", name, suffix, exc)
     return EmulatedBenchReport(
         artifact=str(artifact_dir), target=manifest.target["name"],
         model={k: v for k, v in manifest.model.items() if k != "source"}, macs=model_macs(checkpoint),
