@@ -84,13 +84,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: run tsm and tsn as two processes)")
     p.add_argument("--log-dir", type=Path, default=Path("/work/train-logs"), help="training states, TSN weights")
     p.add_argument("--out-dir", type=Path, default=ROOT / "tsm_deploy" / "default_model")
+    p.add_argument("--streams-per-step", type=int, default=d.streams_per_step,
+                   help="scripted multi-action streams per step beside the clips (0: clips only)")
+    p.add_argument("--stream-fpa", default=f"{d.stream_min_fpa}-{d.stream_max_fpa}",
+                   help="frames per action of the streams, a range drawn per step (default 8-24)")
+    p.add_argument("--init-from", default="", help="start from this checkpoint's weights (fine-tuning)")
+    p.add_argument("--run-name", default="", help="suffix of the run's state file (a fine-tune beside the first run)")
     p.add_argument("--resume", action="store_true", help="continue from the saved states in --log-dir")
     p.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeatable)")
     return p.parse_args(argv)
 
 
 def run_one(config: TrainConfig, args: argparse.Namespace) -> dict:
-    state_path = args.log_dir / f"{config.name}_state.pt"
+    state_path = args.log_dir / f"{config.name}{args.run_name}_state.pt"
     state = train(config, state_path, resume=args.resume, progress=ProgressBar(config.name))
     model = state.model
     recalibrate_batchnorm(model, config)
@@ -107,7 +113,7 @@ def run_one(config: TrainConfig, args: argparse.Namespace) -> dict:
     if config.shift:
         entry["scripted_stream"] = [
             scripted_stream_accuracy(model, args.eval_seed + 1, config.input_size, fpa, history=12)
-            for fpa in (config.n_frames, 2 * config.n_frames)
+            for fpa in (config.n_frames, 2 * config.n_frames, 3 * config.n_frames)
         ]
         from tsm_deploy.errors import CheckFailed
         from tsm_deploy.export import export_onnx
@@ -130,6 +136,17 @@ def run_one(config: TrainConfig, args: argparse.Namespace) -> dict:
     return entry
 
 
+def _kept_models(path: Path, trained: dict) -> dict:
+    """The entries of the committed report for models this run did not train (the TSN baseline of a
+    TSM-only fine-tune), so the report keeps comparing both."""
+    import json
+
+    if not path.exists():
+        return {}
+    previous = json.loads(path.read_text()).get("models", {})
+    return {name: entry for name, entry in previous.items() if name not in trained}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
@@ -146,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         loss=args.loss,
         data_seed=args.data_seed,
         checkpoint_every=args.checkpoint_every,
+        streams_per_step=args.streams_per_step,
+        stream_min_fpa=int(args.stream_fpa.split("-")[0]),
+        stream_max_fpa=int(args.stream_fpa.split("-")[-1]),
+        init_from=args.init_from,
     )
     wanted = [m.strip() for m in args.models.split(",") if m.strip()]
     if not wanted or set(wanted) - {"tsm", "tsn"}:
@@ -159,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             config = replace(config, steps=args.tsn_steps)
         models["online TSM" if config.shift else "TSN (no shift)"] = run_one(config, args)
     frame_size = base.frame_size
+    kept = _kept_models(args.out_dir / "training_report.json", models) if "tsm" in wanted else {}
+    models = {**kept, **models}
     report = {
         "task": synthetic.task_description(base.n_frames, frame_size),
         "data_seed": args.data_seed,
@@ -168,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         "models": models,
         "notes": args.note,
     }
-    if {"tsm", "tsn"} <= set(wanted):
+    if kept:
+        report["notes"] = report["notes"] + [f"{name}: kept from the previous report (not retrained in this run)" for name in kept]
+    if {"online TSM", "TSN (no shift)"} <= set(models):
         tsm, tsn = models["online TSM"]["held_out"], models["TSN (no shift)"]["held_out"]
         report["done_when"] = {
             "tsm_top1": tsm["top1"],

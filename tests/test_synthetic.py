@@ -53,6 +53,21 @@ def test_scripted_video_segments():
     assert np.array_equal(frames, again)
 
 
+def test_training_streams_label_every_frame_and_mask_action_starts():
+    videos, labels, mask = synthetic.make_stream_batch(1, 0, 2, n_actions=3, frames_per_action=10, size=32, skip=4)
+    assert videos.shape == (2, 30, 32, 32, 3) and videos.dtype == np.uint8
+    assert labels.shape == mask.shape == (2, 30)
+    for row, keep in zip(labels, mask):
+        actions = row[::10]
+        assert all(a != b for a, b in zip(actions, actions[1:]))  # never the same action twice in a row
+        assert (row == np.repeat(actions, 10)).all()
+        assert not keep.reshape(3, 10)[:, :4].any() and keep.reshape(3, 10)[:, 4:].all()
+    again = synthetic.make_stream_batch(1, 0, 2, n_actions=3, frames_per_action=10, size=32, skip=4)
+    assert (again[0] == videos).all() and (again[1] == labels).all()
+    other = synthetic.make_stream_batch(1, 2, 1, n_actions=3, frames_per_action=10, size=32, skip=4)[0]
+    assert not (other[0] == videos[0]).all()
+
+
 def test_generation_is_fast():
     """Training generates clips on the fly: an 8x128x128 clip must take well under 10 ms.
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tsm_deploy.checkpoint import LoadedCheckpoint, save_checkpoint
 from tsm_deploy.data import synthetic
 from tsm_deploy.errors import TsmDeployError
 from tsm_deploy.models import ModelConfig, preprocessing
@@ -79,6 +80,22 @@ def test_resume_refuses_a_different_run(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(TsmDeployError):
         train(TINY, tmp_path / "junk.pt", resume=True)
+
+
+def test_stream_fine_tuning_starts_from_a_checkpoint_and_moves_it(tmp_path):
+    first = train(TINY, tmp_path / "first.pt").model
+    start = LoadedCheckpoint(config=TINY.model_config(), state_dict=first.state_dict(), source="t", sha256="",
+                             layout="tsm-deploy")
+    save_checkpoint(start, tmp_path / "start.pth")
+    tune = replace(TINY, steps=2, streams_per_step=1, stream_actions=2, stream_min_fpa=4, stream_max_fpa=6,
+                   stream_skip=2, init_from=str(tmp_path / "start.pth"))
+    assert train(replace(tune, steps=1, lr=0.0), tmp_path / "zero.pt").model.state_dict()["classifier.weight"].equal(
+        first.state_dict()["classifier.weight"])  # starts from the checkpoint's weights
+    tuned = train(tune, tmp_path / "tuned.pt")
+    assert tuned.step == 2 and all(np.isfinite(tuned.losses))
+    assert not tuned.model.state_dict()["classifier.weight"].equal(first.state_dict()["classifier.weight"])
+    with pytest.raises(TsmDeployError, match="streams need"):
+        train(replace(tune, stream_skip=4), tmp_path / "bad.pt")
 
 
 def test_summarize_metrics():

@@ -297,6 +297,39 @@ def make_scripted_video(
     return _finish(frames, rng, scene.noise_sigma), script
 
 
+STREAM_SEED_BASE = 10**9  # training streams' video seeds start here: never a demo or evaluation seed
+
+
+def make_stream_batch(
+    seed: int, start: int, count: int, n_actions: int, frames_per_action: int, size: int = 112, skip: int = 4
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training streams ``start .. start+count-1``: scripted videos of ``n_actions`` random actions in a
+    row (no action twice in a row), each ``frames_per_action`` long.
+
+    Returns ``(uint8 (count, N, size, size, 3), int64 per-frame labels (count, N), bool mask (count, N))``
+    with N = n_actions * frames_per_action; the mask leaves out the first ``skip`` frames of every
+    action, where the model cannot know yet that a new one began.
+    """
+    videos, labels, masks = [], [], []
+    for i in range(count):
+        rng = np.random.default_rng([int(seed), int(start + i), 0x57EA])
+        actions = [int(rng.integers(N_CLASSES))]
+        while len(actions) < n_actions:
+            nxt = int(rng.integers(N_CLASSES - 1))
+            actions.append(nxt if nxt < actions[-1] else nxt + 1)
+        frames, script = make_scripted_video(STREAM_SEED_BASE + int(seed) * 10**6 + start + i, actions,
+                                             frames_per_action, size)
+        label = np.empty(len(frames), np.int64)
+        mask = np.ones(len(frames), bool)
+        for seg in script:
+            label[seg["start"] : seg["end"]] = seg["label"]
+            mask[seg["start"] : seg["start"] + skip] = False
+        videos.append(frames)
+        labels.append(label)
+        masks.append(mask)
+    return np.stack(videos), np.stack(labels), np.stack(masks)
+
+
 def _label_of(action: int | str) -> int:
     if isinstance(action, str):
         try:

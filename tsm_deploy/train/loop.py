@@ -52,6 +52,17 @@ class TrainConfig:
     data_seed: int = 1  # training clips: (data_seed, step * batch_size + i)
     init_seed: int = 0
     checkpoint_every: int = 50
+    # streams: scripted videos of several actions in a row at a speed drawn per step (frames per action
+    # in [stream_min_fpa, stream_max_fpa]), per-frame loss after the first stream_skip frames of each
+    # action. They teach what a live stream needs: slower and faster actions than the 8-frame clips,
+    # and letting go of the previous action. 0: clips only.
+    streams_per_step: int = 0
+    stream_actions: int = 3
+    stream_min_fpa: int = 8
+    stream_max_fpa: int = 24
+    stream_skip: int = 4
+    stream_weight: float = 1.0
+    init_from: str = ""  # start from this checkpoint's weights (fine-tuning), else from init_seed
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(
@@ -73,6 +84,8 @@ class TrainConfig:
             raise TsmDeployError(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES)}")
         if self.steps < 1 or self.batch_size < 1 or self.n_frames < 1:
             raise TsmDeployError("steps, batch size and frames per clip must be >= 1")
+        if self.streams_per_step and not (0 <= self.stream_skip < self.stream_min_fpa <= self.stream_max_fpa):
+            raise TsmDeployError("streams need 0 <= stream_skip < stream_min_fpa <= stream_max_fpa")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -137,6 +150,13 @@ class TrainState:
 def _new_state(config: TrainConfig) -> TrainState:
     torch.manual_seed(config.init_seed)
     model = build_model(config.model_config()).train()
+    if config.init_from:
+        from ..checkpoint import load_checkpoint
+
+        start = load_checkpoint(config.init_from)
+        if start.config != config.model_config():
+            raise TsmDeployError(f"{config.init_from} holds {start.config}, not the model this run trains")
+        model.load_state_dict(start.state_dict)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     return TrainState(config, model, optimizer, 0, 0.0, [])
 
@@ -206,6 +226,8 @@ def train(
             group["lr"] = config.lr * _lr_factor(state.step, config)
         logits = model.forward_clip(x, n_segment=config.n_frames).view(config.batch_size, config.n_frames, -1)
         loss = clip_loss(logits, torch.from_numpy(labels), config.loss, config.late_weight)
+        if config.streams_per_step:
+            loss = loss + config.stream_weight * _stream_loss(model, config, state.step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -222,6 +244,20 @@ def train(
             progress(state.step, config.steps, smoothed)
     model.eval()
     return state
+
+
+def _stream_loss(model: nn.Module, config: TrainConfig, step: int) -> torch.Tensor:
+    """Per-frame cross-entropy over this step's training streams (see ``TrainConfig.streams_per_step``)."""
+    rng = np.random.default_rng([config.data_seed, step, 0xF9A])
+    fpa = int(rng.integers(config.stream_min_fpa, config.stream_max_fpa + 1))
+    videos, labels, mask = synthetic.make_stream_batch(
+        config.data_seed, step * config.streams_per_step, config.streams_per_step, config.stream_actions, fpa,
+        config.frame_size, config.stream_skip,
+    )
+    count, n = labels.shape
+    logits = model.forward_clip(preprocess_clips(videos, config.input_size), n_segment=n).view(count, n, -1)
+    keep = torch.from_numpy(mask)
+    return F.cross_entropy(logits[keep], torch.from_numpy(labels)[keep])
 
 
 def recalibrate_batchnorm(model: nn.Module, config: TrainConfig, batches: int = 16, floor: float = 0.0) -> None:
