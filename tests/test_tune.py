@@ -262,3 +262,39 @@ def test_parse_tracker_rejects(value):
 
 def test_parse_tracker():
     assert parse_tracker("10.0.0.2:9190") == ("10.0.0.2", 9190)
+
+
+def test_a_record_filed_under_a_renamed_workload_is_dropped_not_fatal(tmp_path):
+    """MetaSchedule files a record under the structurally equal workload already stored, though its
+    trace names the blocks of the module it was tuned on; such a database no longer loads. The
+    records that do not replay are found and left out, the rest still load."""
+    import tvm
+    from tvm import te
+    from tvm.s_tir import Schedule
+    from tvm.s_tir import meta_schedule as ms
+
+    from tsm_deploy.tuning.database import DATABASE_FILES, loadable_database, unreplayable_records
+
+    def row_sum(name: str) -> tvm.IRModule:
+        a = te.placeholder((4, 64), name=name)
+        k = te.reduce_axis((0, 64), "k")
+        return tvm.IRModule({"main": te.create_prim_func([a, te.compute((4,), lambda i: te.sum(a[i, k], axis=k), name=f"{name}_red")])})
+
+    def record(db: object, mod: tvm.IRModule, block: str, factor: int) -> None:
+        workload = db.commit_workload(mod)
+        sch = Schedule(mod)
+        sch.split(sch.get_loops(sch.get_sblock(block))[1], [None, factor])
+        db.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, [1e-6], tvm.target.Target("llvm")))
+
+    files = [str(tmp_path / name) for name in DATABASE_FILES]
+    db = ms.database.JSONDatabase(*files, module_equality="structural")
+    record(db, row_sum("lv1"), "lv1_red", 8)
+    record(db, row_sum("lv2"), "lv2_red", 4)  # same workload, other names: filed under lv1's
+    del db
+    with pytest.raises(Exception):
+        ms.database.JSONDatabase(*files, allow_missing=False, module_equality="structural")
+    assert unreplayable_records(tmp_path) == [1]
+    usable = loadable_database(tmp_path, tmp_path / "usable")
+    assert usable == tmp_path / "usable"
+    db = ms.database.JSONDatabase(*(str(usable / n) for n in DATABASE_FILES), allow_missing=False, module_equality="structural")
+    assert len(db) == 1

@@ -14,6 +14,7 @@ x86-avx512, 32 trials per task: the three heaviest convolutions ran 2.0-3.6x fas
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +27,7 @@ from .export import ExportResult, export_onnx
 from .models.wrapper import ChannelsLastState
 from .frontend import ShiftReport, check_static_shift, import_onnx
 from .transforms import fold_permutes, relu_from_clip
-from .tuning.database import database_prepack, has_database
+from .tuning.database import database_prepack, has_database, loadable_database
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,12 @@ def apply_records(
     if prepack and not _has_layout_free(mod):
         mod = _attach_layout_free(mod)
     with target:
-        mod = relax.transform.MetaScheduleApplyDatabase(str(database))(mod)
+        try:
+            mod = relax.transform.MetaScheduleApplyDatabase(str(database))(mod)
+        except Exception:  # noqa: BLE001 - a record that does not replay fails the whole load: drop it
+            with tempfile.TemporaryDirectory(prefix="tsm-db-") as scratch:
+                usable = loadable_database(database, Path(scratch))
+                mod = relax.transform.MetaScheduleApplyDatabase(str(usable))(mod)
     after = tir_functions(mod)
     untuned = tuple(sorted(name for name, f in after.items() if not _is_scheduled(f)))
     coverage = TuningCoverage(str(database), len(after), len(after) - len(untuned), untuned)

@@ -87,6 +87,51 @@ def compact_database(path: Path, keep: int = 16) -> tuple[int, int]:
     return len(lines), len(kept)
 
 
+def unreplayable_records(path: Path) -> list[int]:
+    """Line numbers of the records whose schedule trace does not replay on the workload they are filed
+    under. MetaSchedule files a record under the structurally equal workload already in the database,
+    but its trace names blocks by the names of the module it was tuned on; one such record makes the
+    whole database fail to load. (Tuning here tunes the stored module, so it writes none.)"""
+    from tvm.s_tir import meta_schedule as ms
+
+    path = Path(path)
+    workloads: list[Any] = []
+    for line in (path / DATABASE_FILES[0]).read_text().splitlines():
+        workloads.append(ms.database.Workload.from_json(json.loads(line)) if line.strip() else None)
+    bad = []
+    for n, line in enumerate((path / DATABASE_FILES[1]).read_text().splitlines()):
+        if not line.strip():
+            continue
+        index, record = json.loads(line)
+        try:
+            ms.database.TuningRecord.from_json(record, workloads[index])
+        except Exception:  # noqa: BLE001 - TVM raises ScheduleError/ValueError/IndexError alike
+            bad.append(n)
+    return bad
+
+
+def drop_records(path: Path, lines: list[int], dest: Path | None = None) -> None:
+    """Write the database at ``path`` (or a copy at ``dest``) without the record ``lines``."""
+    dest = Path(dest or path)
+    dest.mkdir(parents=True, exist_ok=True)
+    drop = set(lines)
+    kept = [line for n, line in enumerate((Path(path) / DATABASE_FILES[1]).read_text().splitlines()) if n not in drop]
+    if dest != Path(path):
+        atomic_write_text(dest / DATABASE_FILES[0], (Path(path) / DATABASE_FILES[0]).read_text())
+    atomic_write_text(dest / DATABASE_FILES[1], "".join(line + "\n" for line in kept))
+
+
+def loadable_database(path: Path, scratch: Path) -> Path:
+    """``path`` if all its records replay, else a copy in ``scratch`` without those that do not (with a
+    warning): a stale record must not stop a compile."""
+    bad = unreplayable_records(path)
+    if not bad:
+        return Path(path)
+    log.warning("tuning database %s: %d records do not replay on their workloads; using the others", path, len(bad))
+    drop_records(path, bad, Path(scratch))
+    return Path(scratch)
+
+
 class WorkingCopy:
     """The database being tuned: a working copy in the system temp dir (a killed run leaves no litter
     in tuning_logs/), copied over the committed files by rename at every :meth:`commit`: workloads
@@ -95,8 +140,6 @@ class WorkingCopy:
     def __init__(self, path: Path, metadata: dict[str, Any]) -> None:
         import shutil
         import tempfile
-
-        from tvm.s_tir import meta_schedule as ms
 
         self.dir = Path(path)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -108,7 +151,18 @@ class WorkingCopy:
             else:
                 (self.work / name).touch()
         self.metadata = metadata
-        self.database = ms.database.JSONDatabase(
+        try:
+            self.database = self._open()
+        except Exception:  # noqa: BLE001 - resume past records that do not replay (unreplayable_records)
+            bad = unreplayable_records(self.work)
+            log.warning("%s: dropping %d records that do not replay on their workloads", self.dir, len(bad))
+            drop_records(self.work, bad)
+            self.database = self._open()
+
+    def _open(self) -> Any:
+        from tvm.s_tir import meta_schedule as ms
+
+        return ms.database.JSONDatabase(
             path_workload=str(self.work / DATABASE_FILES[0]),
             path_tuning_record=str(self.work / DATABASE_FILES[1]),
             module_equality="structural",

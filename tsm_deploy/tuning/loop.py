@@ -314,7 +314,9 @@ def _tune_task(
             progress(st.name, st.trials, trials_per_task, st.best_us)
 
     context = ms.TuneContext(
-        mod=task.dispatched[0],
+        # the stored workload when the database has a structurally equal one: its block names, which the
+        # traces refer to, may differ from this module's (see database.unreplayable_records)
+        mod=working.database.commit_workload(task.dispatched[0]).mod,
         target=task.target,
         space_generator="post-order-apply",
         search_strategy=ms.search_strategy.EvolutionarySearch(population_size=population_size),
