@@ -68,9 +68,9 @@ def test_shift_check_requires_the_slices():
 def test_manifest_describes_the_artifact(small_artifact):
     manifest = read_manifest(small_artifact)
     assert manifest.format_version == 2 and manifest.kind == "stream" and manifest.target["name"] == "x86"
-    assert manifest.frame.shape == (1, 3, 64, 64) and len(manifest.buffers) == 10
+    assert manifest.frame.shape == (1, 3, 64, 64) and len(manifest.io.state_parts) == 10
     assert manifest.outputs[0].shape == (1, 10)
-    assert manifest.state[0] == ("next_shift_buffer_0", "shift_buffer_0")
+    assert manifest.state == (("next_shift_state", "shift_state"),)  # the ten buffers packed, NHWC
     assert [o.shape for o in manifest.outputs[1:]] == [b.shape for b in manifest.buffers]
     assert manifest.model["n_class"] == 10 and manifest.preprocess["crop"] == 64
     assert manifest.tvm_version.startswith("0.27")

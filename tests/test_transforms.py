@@ -74,17 +74,21 @@ def test_fold_permutes_leaves_a_lone_permute_alone():
     assert _ops(fold_permutes(mod)) == ["relax.permute_dims"]
 
 
-def test_cpu_artifacts_keep_shift_buffers_channels_last(small_checkpoint, small_artifact):
+def test_cpu_artifacts_pack_the_shift_buffers_channels_last(small_checkpoint, small_artifact):
     prepared = prepare_module(small_checkpoint, load_target("x86"))
     model = small_checkpoint.model()
     torch_shapes = [s for name, s in model.input_shapes().items() if name != "frame"]
-    assert prepared.io.state_layout == "NHWC"
-    assert [prepared.io.inputs[i] for _, i in prepared.io.state] == [(n, h, w, c) for n, c, h, w in torch_shapes]
+    io = prepared.io
+    assert io.state_layout == "NHWC" and io.state == (("next_shift_state", "shift_state"),)
+    assert list(io.state_parts) == [(n, h, w, c) for n, c, h, w in torch_shapes]
+    assert io.inputs["shift_state"] == io.outputs["next_shift_state"] == (1, sum(int(np.prod(s)) for s in torch_shapes))
     fused = [gv.name_hint for gv in prepared.mod.get_global_vars()]
     assert not [n for n in fused if "concatenate" in n and "transpose" in n], fused  # the shift moves no layout
     assert len([n for n in fused if "transpose" in n]) <= 1, fused  # the NCHW frame going in, nothing else
+    # one kernel per shift (the buffer's unpacking fused in) and one packing the next state
+    assert len([n for n in fused if "concatenate" in n]) == len(torch_shapes) + 1, fused
     manifest = read_manifest(small_artifact)
-    assert manifest.io.state_layout == "NHWC"
+    assert manifest.io.state_parts == io.state_parts and len(manifest.buffers) == 1
     stream = StreamingModel(small_artifact)
     stream.step(np.zeros(manifest.frame.shape, np.float32))
-    assert [b.shape for b in stream.buffers()] == torch_shapes  # users see the PyTorch layout
+    assert [b.shape for b in stream.buffers()] == torch_shapes  # users see the PyTorch buffers

@@ -55,7 +55,8 @@ def manifest_io(io: ModelIO, checkpoint: LoadedCheckpoint) -> StreamIO | ClipIO:
     frame = next(name for name in inputs if name not in state_inputs)
     state_outputs = {o for o, _ in io.state}
     logits = next(name for name in outputs if name not in state_outputs)
-    return StreamIO(frame=frame, logits=logits, state=io.state, state_layout=io.state_layout, frame_format=frame_format)
+    return StreamIO(frame=frame, logits=logits, state=io.state, state_layout=io.state_layout, frame_format=frame_format,
+                    state_parts=io.state_parts)
 
 
 def build_manifest(

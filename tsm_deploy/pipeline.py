@@ -24,7 +24,7 @@ from tvm import relax
 
 from .checkpoint import LoadedCheckpoint
 from .export import ExportResult, export_onnx
-from .models.wrapper import ChannelsLastState
+from .models.wrapper import PackedState
 from .frontend import ShiftReport, check_static_shift, import_onnx
 from .transforms import fold_permutes, relu_from_clip
 from .tuning.database import database_prepack, has_database, loadable_database
@@ -43,6 +43,7 @@ class ModelIO:
     outputs: dict[str, tuple[int, ...]]  # name -> shape, in result order
     state: tuple[tuple[str, str], ...]  # (output, input) pairs fed back each step
     state_layout: str = "NCHW"  # "NHWC" on CPU targets (the compiled convolutions' layout)
+    state_parts: tuple[tuple[int, ...], ...] = ()  # CPU targets: the buffers packed in one state tensor
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,10 @@ def prepare_module(
     the same; the preprocessing adds a few small tasks of its own).
     """
     model = checkpoint.model()
-    state_layout = "NHWC" if channels_last(target) and model.state_pairs() else "NCHW"
-    if state_layout == "NHWC":
-        model = ChannelsLastState(model).eval()
+    state_layout, state_parts = "NCHW", ()
+    if channels_last(target) and model.state_pairs():
+        model = PackedState(model).eval()
+        state_layout, state_parts = "NHWC", tuple(model.parts)
     if frame_size is not None:
         from .models import preprocessing
         from .models.preprocess import FramePreprocess, WithPreprocess
@@ -93,6 +95,7 @@ def prepare_module(
         outputs=_output_shapes(mod, exported.output_names),
         state=tuple(model.state_pairs()),
         state_layout=state_layout,
+        state_parts=state_parts,
     )
     return PreparedModule(mod, io, exported, report, prepack)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,12 @@ def _mapping(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+def _shape(shape: Any, what: str) -> tuple[int, ...]:
+    _require(isinstance(shape, list), f"{what} must be a list, got {shape!r}")
+    _require(len(shape) > 0, f"{what} must not be empty")
+    return tuple(_positive_int(d, f"dimension in {what}") for d in shape)
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
@@ -63,10 +70,7 @@ class TensorSpec:
     def from_dict(cls, data: Any) -> "TensorSpec":
         data = _mapping(data, "tensor spec")
         name = _name(data.get("name"), "tensor name")
-        shape = data.get("shape")
-        _require(isinstance(shape, list), f"shape of {name} must be a list, got {shape!r}")
-        _require(len(shape) > 0, f"shape of {name} must not be empty")
-        dims = tuple(_positive_int(d, f"dimension of {name}") for d in shape)
+        dims = _shape(data.get("shape"), f"shape of {name}")
         dtype = data.get("dtype", "float32")
         _require(dtype in DTYPES, f"dtype of {name} must be one of {', '.join(DTYPES)}, got {dtype!r}")
         return cls(name=name, shape=dims, dtype=dtype)
@@ -84,12 +88,16 @@ class StreamIO:
     state: tuple[tuple[str, str], ...]  # (output name, input name)
     state_layout: str = "NCHW"
     frame_format: str = "prepared"  # "rgb_uint8": the frame goes in raw, preprocessing is compiled in
+    # non-empty: the one state tensor (1, total) packs these buffers' elements in turn, each of this
+    # shape in state_layout (the model's buffers, in order)
+    state_parts: tuple[tuple[int, ...], ...] = ()
     kind: str = field(default="stream", init=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "frame": self.frame, "logits": self.logits,
                 "state": [{"output": o, "input": i} for o, i in self.state],
-                "state_layout": self.state_layout, "frame_format": self.frame_format}
+                "state_layout": self.state_layout, "state_parts": [list(p) for p in self.state_parts],
+                "frame_format": self.frame_format}
 
 
 @dataclass(frozen=True)
@@ -122,8 +130,10 @@ def _io_from_dict(data: Any) -> StreamIO | ClipIO:
         )
         layout = data.get("state_layout", "NCHW")
         _require(layout in STATE_LAYOUTS, f"io.state_layout must be one of {STATE_LAYOUTS}, got {layout!r}")
+        parts = data.get("state_parts", [])
+        _require(isinstance(parts, list), "io.state_parts must be a list of shapes")
         return StreamIO(_name(data.get("frame"), "io.frame"), _name(data.get("logits"), "io.logits"), pairs,
-                        layout, frame_format)
+                        layout, frame_format, tuple(_shape(p, "io.state_parts entry") for p in parts))
     if kind == "clip":
         return ClipIO(_name(data.get("clip"), "io.clip"), _name(data.get("logits"), "io.logits"),
                       _positive_int(data.get("segments"), "io.segments"), _name(data.get("layout", "NTCHW"), "io.layout"),
@@ -273,7 +283,12 @@ def _check_consistent(m: Manifest) -> None:
     for out, inp in m.state:
         _require(out in out_names and inp in in_names, f"state pair {out!r} -> {inp!r} names an unknown tensor")
         _require(m.outputs[out_names.index(out)].shape == m.input(inp).shape, f"state pair {out!r} -> {inp!r}: shapes differ")
-    if isinstance(m.io, StreamIO) and m.io.state_layout == "NHWC":
+    if isinstance(m.io, StreamIO) and m.io.state_parts:
+        total = sum(math.prod(p) for p in m.io.state_parts)
+        _require(len(m.state) == 1 and all(len(p) == 4 for p in m.io.state_parts)
+                 and m.buffers[0].shape == (1, total),
+                 f"io.state_parts: one state tensor of shape [1, {total}] packing 4-D parts expected")
+    elif isinstance(m.io, StreamIO) and m.io.state_layout == "NHWC":
         _require(all(len(s.shape) == 4 for s in m.buffers), "io.state_layout NHWC needs 4-D state tensors")
     stated = {i for _, i in m.state} | {frame}
     _require(set(in_names) == stated, "every input must be the frame/clip or a state input")

@@ -116,7 +116,14 @@ class StreamingModel:
 
 
 def buffers_nchw(io: StreamIO, buffers: list[np.ndarray]) -> list[np.ndarray]:
-    """State tensors as the PyTorch model has them (NCHW), whatever layout the module keeps them in."""
+    """State tensors as the PyTorch model has them (its buffers, NCHW), however the module keeps them
+    (one packed tensor, NHWC)."""
+    if io.state_parts:
+        flat, buffers, offset = buffers[0].reshape(-1), [], 0
+        for part in io.state_parts:
+            size = int(np.prod(part))
+            buffers.append(flat[offset : offset + size].reshape(part))
+            offset += size
     if io.state_layout == "NHWC":
         return [np.ascontiguousarray(b.transpose(0, 3, 1, 2)) for b in buffers]
     return buffers
