@@ -89,6 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stream-fpa", default=f"{d.stream_min_fpa}-{d.stream_max_fpa}",
                    help="frames per action of the streams, a range drawn per step (default 8-24)")
     p.add_argument("--init-from", default="", help="start from this checkpoint's weights (fine-tuning)")
+    p.add_argument("--focus", default="", help="classes to oversample, comma-separated names (hard classes)")
+    p.add_argument("--focus-fraction", type=float, default=0.0, help="fraction of each batch's clips drawn from --focus")
     p.add_argument("--run-name", default="", help="suffix of the run's state file (a fine-tune beside the first run)")
     p.add_argument("--resume", action="store_true", help="continue from the saved states in --log-dir")
     p.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeatable)")
@@ -167,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         stream_min_fpa=int(args.stream_fpa.split("-")[0]),
         stream_max_fpa=int(args.stream_fpa.split("-")[-1]),
         init_from=args.init_from,
+        focus_classes=tuple(synthetic.CLASS_NAMES.index(n.strip()) for n in args.focus.split(",") if n.strip()),
+        focus_fraction=args.focus_fraction,
     )
     wanted = [m.strip() for m in args.models.split(",") if m.strip()]
     if not wanted or set(wanted) - {"tsm", "tsn"}:

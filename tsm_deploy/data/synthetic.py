@@ -263,10 +263,13 @@ def make_clip(
 
 
 def make_batch(
-    seed: int, start: int, count: int, n_frames: int = DEFAULT_FRAMES, size: int = 112
+    seed: int, start: int, count: int, n_frames: int = DEFAULT_FRAMES, size: int = 112,
+    labels: Sequence[int | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Clips ``start .. start+count-1``: ``(uint8 (count, n_frames, size, size, 3), int64 labels (count,))``."""
-    clips = [make_clip(seed, start + i, n_frames, size) for i in range(count)]
+    """Clips ``start .. start+count-1``: ``(uint8 (count, n_frames, size, size, 3), int64 labels (count,))``.
+    ``labels``: force the class of some clips (None: the balanced default)."""
+    forced = list(labels) if labels is not None else [None] * count
+    clips = [make_clip(seed, start + i, n_frames, size, forced[i]) for i in range(count)]
     return np.stack([c for c, _ in clips]), np.array([lab for _, lab in clips], dtype=np.int64)
 
 

@@ -63,6 +63,9 @@ class TrainConfig:
     stream_skip: int = 4
     stream_weight: float = 1.0
     init_from: str = ""  # start from this checkpoint's weights (fine-tuning), else from init_seed
+    # hard-class oversampling: this fraction of each batch's clips is drawn from focus_classes
+    focus_classes: tuple[int, ...] = ()
+    focus_fraction: float = 0.0
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(
@@ -90,7 +93,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        if "focus_classes" in values:
+            values["focus_classes"] = tuple(values["focus_classes"])
+        return cls(**values)
 
 
 def frame_size(input_size: int) -> int:
@@ -219,7 +225,8 @@ def train(
     while state.step < config.steps:
         started = time.perf_counter()
         clips, labels = synthetic.make_batch(
-            config.data_seed, state.step * config.batch_size, config.batch_size, config.n_frames, size
+            config.data_seed, state.step * config.batch_size, config.batch_size, config.n_frames, size,
+            _focus_labels(config, state.step),
         )
         x = preprocess_clips(clips, model_config.input_size)
         for group in optimizer.param_groups:
@@ -244,6 +251,15 @@ def train(
             progress(state.step, config.steps, smoothed)
     model.eval()
     return state
+
+
+def _focus_labels(config: TrainConfig, step: int) -> list[int | None] | None:
+    """Forced classes for this step's clips (``focus_fraction`` of them from ``focus_classes``)."""
+    if not config.focus_classes or config.focus_fraction <= 0:
+        return None
+    rng = np.random.default_rng([config.data_seed, step, 0xF0C])
+    return [int(rng.choice(config.focus_classes)) if rng.random() < config.focus_fraction else None
+            for _ in range(config.batch_size)]
 
 
 def _stream_loss(model: nn.Module, config: TrainConfig, step: int) -> torch.Tensor:
