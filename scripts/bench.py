@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tsm_deploy.checkpoint import default_checkpoint
+from tsm_deploy.checkpoint import default_checkpoint, resolve_checkpoint
 from tsm_deploy.compile import compile_artifact
 from tsm_deploy.evaluate.bench import DEFAULT_WARMUP, benchmark, write_report
 from tsm_deploy.tuning.database import database_dir
@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=MIN_FRAMES, help=f"timed frames per runner (>= {MIN_FRAMES})")
     parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP)
     parser.add_argument("--threads", type=int, default=None, help="default: all cores")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="model to time (default: the default model)")
+    parser.add_argument("--name", default=None, help="file stem of the report (default: the target name)")
     parser.add_argument("--keep-artifact", type=Path, default=None, help="compile into this folder and keep it")
     parser.add_argument("--frame-size", default=None, metavar="WxH",
                         help="also measure end to end: uint8 camera frames of this size in (TVM: preprocessing compiled "
@@ -46,11 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--frames must be >= {MIN_FRAMES} for committed figures")
     try:
         target = load_target(args.target)
-        checkpoint = default_checkpoint()
+        checkpoint = resolve_checkpoint(args.checkpoint) if args.checkpoint else default_checkpoint()
         database = database_dir(target.tuning_logs, checkpoint.config)
         with tempfile.TemporaryDirectory(prefix="tsm-bench-") as tmp:
             artifact = args.keep_artifact or Path(tmp) / args.target
-            log.info("compiling the default model for %s (tuning records: %s)", target.name, database)
+            log.info("compiling %s for %s (tuning records: %s)", checkpoint.source, target.name, database)
             result = compile_artifact(checkpoint, target, artifact, progress=lambda m: log.info("%s", m))
             cov = result.coverage
             if cov.database:
@@ -85,12 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     args.output.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = args.output / f"{args.target}.json", args.output / f"{args.target}.png"
+    name = args.name or args.target
+    json_path, png_path = args.output / f"{name}.json", args.output / f"{name}.png"
     write_report(report, json_path, png_path)
     print(report.table())
     print(f"wrote {json_path} and {png_path}")
     if e2e is not None:
-        stem = f"{args.target}-e2e-{args.frame_size}"
+        stem = f"{name}-e2e-{args.frame_size}"
         write_report(e2e, args.output / f"{stem}.json", args.output / f"{stem}.png")
         print(e2e.table())
         ratio = e2e.runners["tvm"].median_ms / report.runners["tvm"].median_ms

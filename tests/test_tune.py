@@ -298,3 +298,27 @@ def test_a_record_filed_under_a_renamed_workload_is_dropped_not_fatal(tmp_path):
     assert usable == tmp_path / "usable"
     db = ms.database.JSONDatabase(*(str(usable / n) for n in DATABASE_FILES), allow_missing=False, module_equality="structural")
     assert len(db) == 1
+
+
+def test_small_copies_are_tuned_without_thread_parallelism():
+    """A shift's slices + concatenation move ~1e3 elements: a parallel launch costs more than the
+    copy, so their search space has no parallel loops; arithmetic and large copies keep the default."""
+    import tvm
+    from tvm import te
+    from tvm.s_tir import meta_schedule as ms
+
+    from tsm_deploy.tuning.loop import _is_small_copy, _serial_rules
+
+    def copy(rows: int) -> tvm.IRModule:
+        a = te.placeholder((rows, 64), name="a")
+        return tvm.IRModule({"main": te.create_prim_func([a, te.compute((rows, 64), lambda i, j: a[i, j], name="b")])})
+
+    assert _is_small_copy(copy(16), flops=0.0)
+    assert not _is_small_copy(copy(16), flops=1e3) and not _is_small_copy(copy(4096), flops=0.0)
+    rules = _serial_rules(tvm.target.Target("llvm"))
+    pvu = [r for r in rules if isinstance(r, ms.schedule_rule.ParallelizeVectorizeUnroll)]
+    assert len(pvu) == 1 and len(rules) == len(ms.schedule_rule.ScheduleRule.create("llvm"))
+    space = ms.space_generator.PostOrderApply(sch_rules=rules)
+    context = ms.TuneContext(mod=copy(16), target=tvm.target.Target({"kind": "llvm", "num-cores": 2}), space_generator=space)
+    for sch in context.generate_design_space():
+        assert "meta_schedule.parallel" not in str(sch.mod)

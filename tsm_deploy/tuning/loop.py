@@ -313,12 +313,15 @@ def _tune_task(
         if progress is not None:
             progress(st.name, st.trials, trials_per_task, st.best_us)
 
+    space: Any = "post-order-apply"
+    if _is_small_copy(task.dispatched[0], st.flops):
+        space = ms.space_generator.PostOrderApply(sch_rules=_serial_rules(task.target))
     context = ms.TuneContext(
         # the stored workload when the database has a structurally equal one: its block names, which the
         # traces refer to, may differ from this module's (see database.unreplayable_records)
         mod=working.database.commit_workload(task.dispatched[0]).mod,
         target=task.target,
-        space_generator="post-order-apply",
+        space_generator=space,
         search_strategy=ms.search_strategy.EvolutionarySearch(population_size=population_size),
         task_name=task.task_name,
         rand_state=-1 if seed is None else seed + i,
@@ -350,6 +353,34 @@ def _tune_task(
         st.trials = trials_per_task
         record()
     working.commit()
+
+
+SMALL_COPY_ELEMENTS = 1 << 16  # elements over all buffers
+
+
+def _is_small_copy(mod: Any, flops: float) -> bool:
+    """Pure data movement (a shift's slices and concatenation, the state packing) of few elements:
+    starting the thread pool costs more than the copy (measured: 2-5 us a launch on 2 cores, for
+    kernels of ~1 us serial), so these are tuned without thread parallelism."""
+    if flops > 0:
+        return False
+    func = next(iter(mod.functions.values()))
+    total = 0
+    for param in func.params:  # TVM 0.27: buffer parameters carry their shape
+        size = 1
+        for dim in getattr(param, "shape", None) or ():
+            size *= int(dim)
+        total += size
+    return total < SMALL_COPY_ELEMENTS
+
+
+def _serial_rules(target: Any) -> list[Any]:
+    """The target's schedule rules, with vectorisation and unrolling but no parallel loops."""
+    serial = ms.schedule_rule.ParallelizeVectorizeUnroll(
+        max_jobs_per_core=-1, max_vectorize_extent=64, unroll_max_steps=[0, 16, 64, 512], unroll_explicit=True
+    )
+    rules = ms.schedule_rule.ScheduleRule.create(target.kind.name)
+    return [serial if isinstance(r, ms.schedule_rule.ParallelizeVectorizeUnroll) else r for r in rules]
 
 
 def _summary(
