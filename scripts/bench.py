@@ -20,6 +20,7 @@ from pathlib import Path
 from tsm_deploy.checkpoint import default_checkpoint, resolve_checkpoint
 from tsm_deploy.compile import compile_artifact
 from tsm_deploy.evaluate.bench import DEFAULT_WARMUP, benchmark, write_report
+from tsm_deploy.models import ModelConfig
 from tsm_deploy.tuning.database import database_dir
 from tsm_deploy.errors import TsmDeployError
 from tsm_deploy.targets import load_target
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP)
     parser.add_argument("--threads", type=int, default=None, help="default: all cores")
     parser.add_argument("--checkpoint", type=Path, default=None, help="model to time (default: the default model)")
+    parser.add_argument("--seeded", default=None, metavar="SIZE,WIDTH,CLASSES",
+                        help="time a seeded random online model of this input size, width and class count "
+                             "instead (e.g. 224,1.0,27: the earlier full-size default)")
     parser.add_argument("--name", default=None, help="file stem of the report (default: the target name)")
     parser.add_argument("--keep-artifact", type=Path, default=None, help="compile into this folder and keep it")
     parser.add_argument("--frame-size", default=None, metavar="WxH",
@@ -49,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         target = load_target(args.target)
         checkpoint = resolve_checkpoint(args.checkpoint) if args.checkpoint else default_checkpoint()
+        if args.seeded:
+            size, width, classes = args.seeded.split(",")
+            config = ModelConfig(input_size=int(size), width_mult=float(width), n_class=int(classes))
+            checkpoint = default_checkpoint(config, seed=0)
         database = database_dir(target.tuning_logs, checkpoint.config)
         with tempfile.TemporaryDirectory(prefix="tsm-bench-") as tmp:
             artifact = args.keep_artifact or Path(tmp) / args.target
