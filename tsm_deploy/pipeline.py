@@ -26,7 +26,7 @@ from .checkpoint import LoadedCheckpoint
 from .export import ExportResult, export_onnx
 from .models.wrapper import PackedState
 from .frontend import ShiftReport, check_static_shift, import_onnx
-from .transforms import fold_permutes, relu_from_clip, shift_into_convolution
+from .transforms import fold_permutes, relu_from_clip
 from .tuning.database import database_prepack, has_database, loadable_database
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,6 @@ def fuse(mod: tvm.IRModule, target: tvm.target.Target, prepack: bool = False) ->
             mod = relu_from_clip(mod)
             mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
             mod = fold_permutes(mod)
-            mod = shift_into_convolution(mod)
         mod = tvm.transform.Sequential(
             [
                 relax.transform.CanonicalizeBindings(),

@@ -127,25 +127,3 @@ def _ints(expr: Any) -> list[int] | None:
         return None
     values = list(expr.fields)  # TVM 0.27: integer constants stand in the tuple as they are
     return [int(v) for v in values] if all(isinstance(v, IntImm) for v in values) else None
-
-
-def shift_into_convolution(mod: tvm.IRModule) -> tvm.IRModule:
-    """Fuse each shift into the 1x1 convolution that reads it (with the convolution's bias and
-    activation), so the shifted activation is never written out: the convolution reads the buffer's
-    channels and the frame's straight from where they are. Run before legalization; FuseTIR then
-    merges each group into one kernel, in which MetaSchedule inlines the slices and the concatenation
-    into the convolution's reads. Without it, every shift copies the block's whole activation."""
-    from tvm.relax.dpl import is_op, is_tuple, wildcard
-
-    def channels():  # the buffer's part of the packed state, or the frame's channels after the fold
-        part = is_op("relax.strided_slice")(wildcard(), varg_default_wildcard=True)
-        return part | is_op("relax.reshape")(part, wildcard())
-
-    shifted = is_op("relax.concat")(is_tuple([channels(), channels()]))
-    conv = is_op("relax.nn.conv2d")(shifted, wildcard())
-    biased = is_op("relax.add")(conv, wildcard())
-    relu = is_op("relax.nn.relu")(biased)
-    relu6 = is_op("relax.minimum")(relu, wildcard())
-    patterns = [(f"tsm_shifted_conv{suffix}", p) for suffix, p in
-                (("_relu6", relu6), ("_relu", relu), ("_bias", biased), ("", conv))]
-    return relax.transform.FuseOpsByPattern(patterns, bind_constants=False, annotate_codegen=False)(mod)
