@@ -82,9 +82,13 @@ def _symbolic_shapes(func: relax.Function) -> list[str]:
 SHIFT_OPS = {"unidirectional": (2, 1), "bidirectional": (5, 3)}
 
 
-def check_static_shift(mod: tvm.IRModule, expected_shifts: int, direction: str = "unidirectional") -> ShiftReport:
+def check_static_shift(
+    mod: tvm.IRModule, expected_shifts: int, direction: str = "unidirectional", other_ops: tuple[int, int] = (0, 0)
+) -> ShiftReport:
     """Fail unless the graph is static and holds the slices/concats of at least ``expected_shifts``
-    shifts (what the model spec says the network has): fewer means the shift was lost on the way."""
+    shifts (what the model spec says the network has): fewer means the shift was lost on the way.
+    ``other_ops``: (slices, concatenations) the graph has besides the shifts (the packed state's), so
+    they cannot stand in for lost shifts."""
     counts = _op_counts(mod)
     forbidden = sorted(op for op in counts if op in FORBIDDEN_OPS)
     if forbidden:
@@ -94,10 +98,12 @@ def check_static_shift(mod: tvm.IRModule, expected_shifts: int, direction: str =
         raise CheckFailed(f"the model has dynamic shapes (at {', '.join(symbolic[:3])}); a static graph is required")
     slices, concats = counts.get("relax.strided_slice", 0), counts.get("relax.concat", 0)
     per_slice, per_concat = SHIFT_OPS[direction]
-    if slices < per_slice * expected_shifts or concats < per_concat * expected_shifts:
+    want_slices, want_concats = per_slice * expected_shifts + other_ops[0], per_concat * expected_shifts + other_ops[1]
+    if slices < want_slices or concats < want_concats:
+        besides = f" (+ {other_ops[0]} and {other_ops[1]} of the packed state)" if any(other_ops) else ""
         raise CheckFailed(
-            f"expected >= {per_slice * expected_shifts} strided_slice and >= {per_concat * expected_shifts} "
-            f"concatenate for {expected_shifts} {direction} shifts, found {slices} and {concats}: "
+            f"expected >= {want_slices} strided_slice and >= {want_concats} concatenate for {expected_shifts} "
+            f"{direction} shifts{besides}, found {slices} and {concats}: "
             "the temporal shift was lost on the way to the graph"
         )
     log.info("shift check passed: %d shifts expected; %d strided_slice, %d concatenate, static shapes",

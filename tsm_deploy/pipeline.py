@@ -84,7 +84,8 @@ def prepare_module(
     exported = export_onnx(model, check_ort=check_ort)
     progress("importing into Relax")
     mod = import_onnx(exported.model)
-    report = check_static_shift(mod, expected_shifts=model.n_shifts, direction=_direction(checkpoint))
+    report = check_static_shift(mod, expected_shifts=model.n_shifts, direction=_direction(checkpoint),
+                                other_ops=(len(state_parts), 1) if state_parts else (0, 0))
     progress("fusing operators")
     mod = fuse(mod, target.tvm(), prepack=prepack)
     io = ModelIO(
