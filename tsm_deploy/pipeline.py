@@ -72,7 +72,7 @@ def prepare_module(
     """
     model = checkpoint.model()
     state_layout, state_parts = "NCHW", ()
-    if channels_last(target) and model.state_pairs():
+    if channels_last(target.tvm()) and model.state_pairs():
         model = PackedState(model).eval()
         state_layout, state_parts = "NHWC", tuple(model.parts)
     if frame_size is not None:
@@ -85,7 +85,7 @@ def prepare_module(
     progress("importing into Relax")
     mod = import_onnx(exported.model)
     report = check_static_shift(mod, expected_shifts=model.n_shifts, direction=_direction(checkpoint),
-                                other_ops=(len(state_parts), 1) if state_parts else (0, 0))
+                                other_ops=getattr(model, "own_slices_and_concats", (0, 0)))
     progress("fusing operators")
     mod = fuse(mod, target.tvm(), prepack=prepack)
     io = ModelIO(
@@ -101,9 +101,9 @@ def prepare_module(
     return PreparedModule(mod, io, exported, report, prepack)
 
 
-def channels_last(target: Any) -> bool:
-    """Whether ``target`` (a DeployTarget) runs the convolutions NHWC (CPU targets)."""
-    return target.tvm().kind.name == "llvm"
+def channels_last(target: tvm.target.Target) -> bool:
+    """Whether the pipeline runs the convolutions NHWC for ``target`` (CPU targets)."""
+    return target.kind.name == "llvm"
 
 
 def _direction(checkpoint: LoadedCheckpoint) -> str:
@@ -126,7 +126,7 @@ def fuse(mod: tvm.IRModule, target: tvm.target.Target, prepack: bool = False) ->
     are meant to be tuned.
     """
     with target:
-        if target.kind.name == "llvm":  # channels_last()
+        if channels_last(target):
             mod = relax.transform.FoldConstant()(mod)  # the importer's isnan/where on the clip bounds
             mod = relu_from_clip(mod)
             mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)

@@ -53,6 +53,9 @@ class PackedState(NetworkWrapper):
         self.buffer_outputs = [o for o, _ in pairs]
         self.parts = [tuple(shapes[i][d] for d in NCHW_TO_NHWC) for i in self.buffer_inputs]
         self.sizes = [int(torch.Size(p).numel()) for p in self.parts]
+        # the strided slices and concatenations this wrapper adds to the graph: the shift check must
+        # not count them as shifts (one slice per buffer unpacked, one concatenation packing)
+        self.own_slices_and_concats = (len(self.parts), 1)
 
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         shapes = {n: tuple(s) for n, s in self.network.input_shapes().items() if n not in self.buffer_inputs}

@@ -122,8 +122,8 @@ def drop_records(path: Path, lines: list[int], dest: Path | None = None) -> None
 
 
 def loadable_database(path: Path, scratch: Path) -> Path:
-    """``path`` if all its records replay, else a copy in ``scratch`` without those that do not (with a
-    warning): a stale record must not stop a compile."""
+    """``path`` if all its records replay, else a copy in ``scratch`` (``path`` itself: in place)
+    without those that do not, with a warning: a stale record must not stop a compile or a resume."""
     bad = unreplayable_records(path)
     if not bad:
         return Path(path)
@@ -154,9 +154,7 @@ class WorkingCopy:
         try:
             self.database = self._open()
         except Exception:  # noqa: BLE001 - resume past records that do not replay (unreplayable_records)
-            bad = unreplayable_records(self.work)
-            log.warning("%s: dropping %d records that do not replay on their workloads", self.dir, len(bad))
-            drop_records(self.work, bad)
+            loadable_database(self.work, self.work)
             self.database = self._open()
 
     def _open(self) -> Any:

@@ -162,13 +162,13 @@ def _peer_counts(peer_name: str, checkpoint: LoadedCheckpoint, frames: np.ndarra
     return EmulatedCount(f"{peer_name} {peer.version}", per_frame)
 
 
-def _baseline_artifacts(artifact_dir: Path, checkpoint: LoadedCheckpoint, out: Path,
+def _baseline_artifacts(artifact_dir: Path, checkpoint: LoadedCheckpoint, noshift: LoadedCheckpoint, out: Path,
                         progress: Callable[[str], None]) -> dict[str, Path]:
     """The same model compiled for the same target without records (``tvm_untuned``) and, with the
     artifact's records, without its shifts (``tvm_noshift``)."""
     from ...compile import compile_artifact
     from ...targets import load_target
-    from . import _noshift_checkpoint, _target_from_manifest
+    from . import _target_from_manifest
 
     manifest = read_manifest(artifact_dir)
     target = _target_from_manifest(manifest)
@@ -180,7 +180,7 @@ def _baseline_artifacts(artifact_dir: Path, checkpoint: LoadedCheckpoint, out: P
     database = Path(database) if database and Path(database).is_dir() else None
     progress("compiling the baselines: untuned, and without shifts" + (" (tuned)" if database else " (no records)"))
     compile_artifact(checkpoint, target, out / "untuned", database=None)
-    compile_artifact(_noshift_checkpoint(checkpoint), target, out / "noshift", database=database)
+    compile_artifact(noshift, target, out / "noshift", database=database)
     return {"tvm_untuned": out / "untuned", "tvm_noshift": out / "noshift"}
 
 
@@ -212,17 +212,17 @@ def benchmark_emulated(
     counts = {"tvm": EmulatedCount("tvm", list(art.per_frame), art.per_function)}
     prepared = seeded_inputs(manifest, frames, seed=0)
     notes = [f"peer runs the same model exported to ONNX, {frames} seeded frames, buffers fed back"]
-    with tempfile.TemporaryDirectory(prefix="tsm-emu-base-") as tmp:
-        if baselines:
-            for name, path in _baseline_artifacts(artifact_dir, checkpoint, Path(tmp), progress).items():
-                progress(f"counting {name} on the emulated CPU")
-                base = count_artifact(path, frames=frames, per_function=per_function)
-                counts[name] = EmulatedCount(name, list(base.per_frame), base.per_function)
     models = [("", checkpoint)]
     if baselines:
         from . import _noshift_checkpoint
 
-        models.append(("_noshift", _noshift_checkpoint(checkpoint)))
+        noshift = _noshift_checkpoint(checkpoint)
+        models.append(("_noshift", noshift))
+        with tempfile.TemporaryDirectory(prefix="tsm-emu-base-") as tmp:
+            for name, path in _baseline_artifacts(artifact_dir, checkpoint, noshift, Path(tmp), progress).items():
+                progress(f"counting {name} on the emulated CPU")
+                base = count_artifact(path, frames=frames, per_function=per_function)
+                counts[name] = EmulatedCount(name, list(base.per_frame), base.per_function)
     for name in peers:
         for suffix, model in models:
             try:
