@@ -23,6 +23,7 @@ from tsm_deploy.train import (
     frame_size,
     load_state,
     preprocess_clips,
+    scripted_stream_accuracy,
     summarize,
     train,
 )
@@ -124,6 +125,17 @@ def test_evaluate_runs_on_held_out_clips():
     assert result["clips"] == 11 and result["seed"] == 99
     assert np.asarray(result["confusion"]).sum() == 11
 
+
+
+def test_scripted_streams_are_scored_like_the_demo():
+    """The default model on scripted streams: the demo's segment score (majority after the history
+    fills) is reported beside the segment-end and per-frame scores, and a trained model beats chance."""
+    from tsm_deploy.checkpoint import default_checkpoint
+
+    model = default_checkpoint().model()
+    result = scripted_stream_accuracy(model, seed=5, input_size=64, frames_per_action=16, history=12, videos=1)
+    assert set(result) >= {"segment_end_top1", "frame_top1", "segment_majority_top1"}
+    assert result["segment_majority_top1"] > 3 / synthetic.N_CLASSES, result  # chance is 1/11
 
 @pytest.mark.slow
 def test_committed_default_model_matches_its_report():

@@ -157,6 +157,7 @@ def _prepack_weights(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModu
             [
                 relax.transform.SplitLayoutRewritePreproc(),
                 relax.transform.FoldConstant(),
+                relax.transform.CanonicalizeBindings(),
                 relax.transform.DeadCodeElimination(),
             ]
         )(mod)

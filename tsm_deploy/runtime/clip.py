@@ -86,7 +86,7 @@ class ClipModel:
 
     def predict(self, frames: Sequence[np.ndarray] | np.ndarray) -> ClipResult:
         inputs = {self._clip_spec.name: self._artifact.to_device(self._clip_spec, self.prepare(frames))}
-        logits = self._artifact.call(inputs)[self._logits_index].numpy().reshape(-1)
+        logits = self._artifact.to_numpy(self._artifact.call(inputs)[self._logits_index]).reshape(-1)
         top1 = int(np.argmax(logits))
         labels = self.manifest.labels
         return ClipResult(logits=logits, top1=top1, label=labels[top1] if labels else None)

@@ -2,7 +2,10 @@
 
 Needs only TVM's runtime and numpy (it runs on the Raspberry Pi / Jetson): no torch, onnx or compiler.
 Inputs are handed to TVM without a copy where they can be (a 64-byte aligned contiguous CPU array
-is wrapped through DLPack), else copied into a tensor allocated once and reused every call.
+is wrapped through DLPack), else copied into a tensor allocated once and reused every call. On the CPU
+that tensor is an aligned numpy array wrapped once, so the copy is numpy's (measured here: 1.8 us for a
+64x64 frame against 10.6 us through ``Tensor.copyfrom``), and outputs come back through DLPack (1 us
+against 9 us for ``Tensor.numpy()``): at 0.3 ms a frame the Python around the VM call is not free.
 """
 
 from __future__ import annotations
@@ -119,7 +122,9 @@ class LoadedArtifact:
             set_threads(threads)
         self._vm = tvm.runtime.vm.VirtualMachine(module, self.device)
         self._main = self._vm["main"]
-        self._staging: dict[str, Any] = {}
+        self._on_cpu = self.device.dlpack_device_type() == tvm.cpu(0).dlpack_device_type()
+        self._staging: dict[str, tuple[np.ndarray | None, Any]] = {}
+        self._input_names = [spec.name for spec in self.manifest.inputs]
 
     def to_device(self, spec: TensorSpec, array: np.ndarray) -> Any:
         """``array`` as a TVM tensor for input ``spec``: wrapped without a copy when it is a 64-byte
@@ -128,17 +133,36 @@ class LoadedArtifact:
 
         if array.shape != spec.shape or array.dtype != np.dtype(spec.dtype):
             raise TsmDeployError(f"input {spec.name}: got {array.dtype}{list(array.shape)}, expected {spec.dtype}{list(spec.shape)}")
-        if (
-            self.device.dlpack_device_type() == tvm.cpu(0).dlpack_device_type()
-            and array.flags.c_contiguous
-            and array.ctypes.data % DLPACK_ALIGNMENT == 0
-        ):
+        if self._on_cpu and array.flags.c_contiguous and array.ctypes.data % DLPACK_ALIGNMENT == 0:
             return tvm.runtime.from_dlpack(array)
         staging = self._staging.get(spec.name)
         if staging is None:
-            staging = self._staging[spec.name] = tvm.runtime.empty(spec.shape, spec.dtype, self.device)
-        staging.copyfrom(np.ascontiguousarray(array))
-        return staging
+            staging = self._staging[spec.name] = self._new_staging(spec)
+        host, tensor = staging
+        if host is not None:
+            np.copyto(host, array)  # the wrapped tensor sees it: same memory
+        else:
+            tensor.copyfrom(np.ascontiguousarray(array))
+        return tensor
+
+    def _new_staging(self, spec: TensorSpec) -> tuple[np.ndarray | None, Any]:
+        """A reusable input tensor; on the CPU also the aligned numpy array it wraps."""
+        import tvm
+
+        if not self._on_cpu:
+            return None, tvm.runtime.empty(spec.shape, spec.dtype, self.device)
+        dtype = np.dtype(spec.dtype)
+        nbytes = int(np.prod(spec.shape)) * dtype.itemsize
+        raw = np.empty(nbytes + DLPACK_ALIGNMENT, np.uint8)
+        offset = (-raw.ctypes.data) % DLPACK_ALIGNMENT
+        host = raw[offset : offset + nbytes].view(dtype).reshape(spec.shape)
+        return host, tvm.runtime.from_dlpack(host)
+
+    def to_numpy(self, tensor: Any) -> np.ndarray:
+        """A numpy copy of an output tensor (through DLPack on the CPU: a ninth of ``Tensor.numpy()``)."""
+        if self._on_cpu:
+            return np.from_dlpack(tensor).copy()
+        return tensor.numpy()
 
     def zeros(self, spec: TensorSpec) -> Any:
         import tvm
@@ -147,7 +171,15 @@ class LoadedArtifact:
 
     def call(self, inputs: dict[str, Any]) -> list[Any]:
         """Run ``main`` with the inputs by name (in the manifest's order); the outputs as a list."""
-        outputs = self._main(*(inputs[spec.name] for spec in self.manifest.inputs))
+        outputs = self.call_positional([inputs[name] for name in self._input_names])
         if hasattr(outputs, "numpy"):  # a single output comes back as a tensor, not a tuple
             return [outputs]
         return [outputs[i] for i in range(len(outputs))]
+
+    def input_position(self, name: str) -> int:
+        return self._input_names.index(name)
+
+    def call_positional(self, args: list[Any]) -> Any:
+        """Run ``main`` with the inputs in the manifest's order; what it returns as it is (one tensor,
+        or a tuple: index only what you use, each item costs a foreign-function call)."""
+        return self._main(*args)

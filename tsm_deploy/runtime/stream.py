@@ -51,9 +51,12 @@ class StreamingModel:
         self.io: StreamIO = self.manifest.io
         self._frame_spec = self.manifest.frame
         self._logits_index = self.manifest.output_index(self.io.logits)
-        self._state_index = [(self.manifest.output_index(o), i) for o, i in self.io.state]
+        # the VM's arguments in the manifest's order, kept between steps: each step sets the frame's
+        # and feeds every state output back into its input's position (no per-step dicts)
+        self._frame_position = self._artifact.input_position(self._frame_spec.name)
+        self._feedback = [(self.manifest.output_index(o), self._artifact.input_position(i)) for o, i in self.io.state]
+        self._args: list[Any] = [None] * len(self.manifest.inputs)
         self._history: deque[np.ndarray] = deque(maxlen=max(1, history))
-        self._state: dict[str, Any] = {}
         self.reset()
 
     @property
@@ -67,7 +70,8 @@ class StreamingModel:
 
     def reset(self) -> None:
         """Start a new stream: zero shift buffers (no past frame), empty logit history."""
-        self._state = {name: self._artifact.zeros(self.manifest.input(name)) for _, name in self.io.state}
+        for _, name in self.io.state:
+            self._args[self._artifact.input_position(name)] = self._artifact.zeros(self.manifest.input(name))
         self._history.clear()
 
     def prepare(self, frame: np.ndarray) -> np.ndarray:
@@ -96,11 +100,12 @@ class StreamingModel:
 
     def run_prepared(self, tensor: np.ndarray) -> np.ndarray:
         """One step on what :meth:`prepare` returns; returns the logits ``(n_class,)``."""
-        inputs = dict(self._state)
-        inputs[self._frame_spec.name] = self._artifact.to_device(self._frame_spec, tensor)
-        outputs = self._artifact.call(inputs)
-        self._state = {name: outputs[index] for index, name in self._state_index}
-        return outputs[self._logits_index].numpy().reshape(-1)
+        self._args[self._frame_position] = self._artifact.to_device(self._frame_spec, tensor)
+        outputs = self._artifact.call_positional(self._args)
+        for output, position in self._feedback:
+            self._args[position] = outputs[output]
+        logits = outputs if hasattr(outputs, "numpy") else outputs[self._logits_index]  # one output: no tuple
+        return self._artifact.to_numpy(logits).reshape(-1)
 
     def step(self, frame: np.ndarray) -> StepResult:
         logits = self.run_prepared(self.prepare(frame))
@@ -112,7 +117,8 @@ class StreamingModel:
 
     def buffers(self) -> list[np.ndarray]:
         """Copies of the current state inputs, in ``io.state`` order, NCHW (for verification)."""
-        return buffers_nchw(self.io, [self._state[name].numpy() for _, name in self.io.state])
+        state = [self._args[self._artifact.input_position(name)] for _, name in self.io.state]
+        return buffers_nchw(self.io, [self._artifact.to_numpy(t) for t in state])
 
 
 def buffers_nchw(io: StreamIO, buffers: list[np.ndarray]) -> list[np.ndarray]:
