@@ -114,7 +114,7 @@ def run_one(config: TrainConfig, args: argparse.Namespace) -> dict:
     }
     if config.shift:
         entry["scripted_stream"] = [
-            scripted_stream_accuracy(model, args.eval_seed + 1, config.input_size, fpa, history=12)
+            scripted_stream_accuracy(model, args.eval_seed + 1, config.input_size, fpa, history=12, videos=8)
             for fpa in (config.n_frames, 2 * config.n_frames, 3 * config.n_frames)
         ]
         from tsm_deploy.errors import CheckFailed

@@ -10,7 +10,7 @@ from tvm.script import relax as R
 from tsm_deploy.pipeline import prepare_module
 from tsm_deploy.runtime import StreamingModel, read_manifest
 from tsm_deploy.targets import load_target
-from tsm_deploy.transforms import fold_permutes
+from tsm_deploy.transforms import fold_permutes, pack_state_by_parts
 
 
 def _shift_like(buffer_shape=(1, 4, 4, 2), x_shape=(1, 4, 4, 16), fold=2) -> tvm.IRModule:
@@ -74,6 +74,40 @@ def test_fold_permutes_leaves_a_lone_permute_alone():
     assert _ops(fold_permutes(mod)) == ["relax.permute_dims"]
 
 
+def _flat_slices(shapes, channels) -> tvm.IRModule:
+    """The packed next state as PackedState exports it: each NHWC activation's first channels,
+    flattened, concatenated."""
+    bb = relax.BlockBuilder()
+    xs = [relax.Var(f"x{i}", R.Tensor(shape, "float32")) for i, shape in enumerate(shapes)]
+    with bb.function("main", xs):
+        with bb.dataflow():
+            flat = []
+            for x, (_, h, w, _), c in zip(xs, shapes, channels):
+                part = bb.emit(relax.op.strided_slice(x, [3], [0], [c]))
+                flat.append(bb.emit(relax.op.reshape(part, (1, h * w * c))))
+            out = bb.emit_output(relax.op.concat(flat, axis=1))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_the_next_state_is_packed_part_by_part_with_the_same_values():
+    shapes, channels = [(1, 4, 4, 16), (1, 2, 2, 24), (1, 1, 1, 40)], [2, 3, 5]
+    mod = _flat_slices(shapes, channels)
+    packed = pack_state_by_parts(mod)
+    assert "relax.concat" not in _ops(packed) and "relax.call_tir" in _ops(packed)
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    want = np.concatenate([x[..., :c].reshape(1, -1) for x, c in zip(xs, channels)], axis=1)
+    exe = tvm.compile(packed, target="llvm")
+    got = relax.VirtualMachine(exe, tvm.cpu())["main"](*(tvm.runtime.tensor(x) for x in xs)).numpy()
+    np.testing.assert_array_equal(got, want)
+
+
+def test_other_concatenations_are_left_alone():
+    mod = _shift_like()  # a shift's concatenation (of the buffer and a slice that is not flattened)
+    assert _ops(pack_state_by_parts(mod)) == _ops(mod)
+
+
 def test_cpu_artifacts_pack_the_shift_buffers_channels_last(small_checkpoint, small_artifact):
     prepared = prepare_module(small_checkpoint, load_target("x86"))
     model = small_checkpoint.model()
@@ -85,8 +119,9 @@ def test_cpu_artifacts_pack_the_shift_buffers_channels_last(small_checkpoint, sm
     fused = [gv.name_hint for gv in prepared.mod.get_global_vars()]
     assert not [n for n in fused if "concatenate" in n and "transpose" in n], fused  # the shift moves no layout
     assert len([n for n in fused if "transpose" in n]) <= 1, fused  # the NCHW frame going in, nothing else
-    # one kernel per shift (the buffer's unpacking fused in) and one packing the next state
-    assert len([n for n in fused if "concatenate" in n]) == len(torch_shapes) + 1, fused
+    # one kernel per shift (the buffer's unpacking fused in) and one packing the next state, part by part
+    assert len([n for n in fused if "concatenate" in n]) == len(torch_shapes), fused
+    assert len([n for n in fused if n.startswith("pack_state")]) == 1, fused
     manifest = read_manifest(small_artifact)
     assert manifest.io.state_parts == io.state_parts and len(manifest.buffers) == 1
     stream = StreamingModel(small_artifact)

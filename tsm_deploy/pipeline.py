@@ -26,7 +26,7 @@ from .checkpoint import LoadedCheckpoint
 from .export import ExportResult, export_onnx
 from .models.wrapper import PackedState
 from .frontend import ShiftReport, check_static_shift, import_onnx
-from .transforms import fold_permutes, relu_from_clip
+from .transforms import fold_permutes, pack_state_by_parts, relu_from_clip
 from .tuning.database import database_prepack, has_database, loadable_database
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ def fuse(mod: tvm.IRModule, target: tvm.target.Target, prepack: bool = False) ->
             mod = relu_from_clip(mod)
             mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
             mod = fold_permutes(mod)
+            mod = pack_state_by_parts(mod)
         mod = tvm.transform.Sequential(
             [
                 relax.transform.CanonicalizeBindings(),
@@ -167,7 +168,7 @@ def tir_functions(mod: tvm.IRModule) -> dict[str, Any]:
     return {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
 
 
-def _is_scheduled(func: Any) -> bool:
+def is_scheduled(func: Any) -> bool:
     attrs = func.attrs
     # TVM 0.27 renamed the attribute with the tir -> tirx move; accept both
     return attrs is not None and any(key in attrs and bool(attrs[key]) for key in ("tirx.is_scheduled", "tir.is_scheduled"))
@@ -193,9 +194,12 @@ def apply_records(
     prepacking (``tuning.json``), the same layout-free marking is applied first so the workloads match,
     and the weight layout rewrites of the tuned kernels are folded into the constants afterwards.
     """
-    before = tir_functions(mod)
+    # tasks: the kernels that need a schedule (hand-written ones, like the state packing, come scheduled;
+    # applying records renames functions, so they are counted, not named)
+    hand_written = sum(is_scheduled(f) for f in tir_functions(mod).values())
     if not has_database(database):
-        return mod, TuningCoverage(None, len(before), 0, tuple(sorted(before)))
+        tasks = sorted(name for name, f in tir_functions(mod).items() if not is_scheduled(f))
+        return mod, TuningCoverage(None, len(tasks), 0, tuple(tasks))
     prepack = database_prepack(database)
     if prepack and not _has_layout_free(mod):
         mod = _attach_layout_free(mod)
@@ -207,8 +211,9 @@ def apply_records(
                 usable = loadable_database(database, Path(scratch))
                 mod = relax.transform.MetaScheduleApplyDatabase(str(usable))(mod)
     after = tir_functions(mod)
-    untuned = tuple(sorted(name for name, f in after.items() if not _is_scheduled(f)))
-    coverage = TuningCoverage(str(database), len(after), len(after) - len(untuned), untuned)
+    untuned = tuple(sorted(name for name, f in after.items() if not is_scheduled(f)))
+    tasks = len(after) - hand_written
+    coverage = TuningCoverage(str(database), tasks, tasks - len(untuned), untuned)
     if prepack:
         mod = _prepack_weights(mod, target)
     return mod, coverage

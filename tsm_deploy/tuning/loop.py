@@ -30,7 +30,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from ..checkpoint import LoadedCheckpoint
 from ..errors import TsmDeployError
-from ..pipeline import prepare_module
+from ..pipeline import is_scheduled, prepare_module
 from ..target_status import cpu_name
 from ..targets import DeployTarget
 from .builder import DEFAULT_BUILD_TIMEOUT_S, PersistentBuilder
@@ -227,7 +227,10 @@ def tune_model(
     close_runner: Callable[[], None] = lambda: None
     try:
         mod = prepare_module(checkpoint, target, prepack=prepack, frame_size=frame_size).mod
-        extracted = ms.relax_integration.extract_tasks(mod, tvm_target, module_equality="structural")
+        extracted = [  # hand-written kernels (the state packing) come scheduled: nothing to tune
+            task for task in ms.relax_integration.extract_tasks(mod, tvm_target, module_equality="structural")
+            if not is_scheduled(task.dispatched[0]["main"])
+        ]
         runner, close_runner, measured_by = _runner(target, rpc, emulate)
     except BaseException:
         builder.shutdown()
