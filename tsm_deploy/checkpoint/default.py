@@ -43,10 +43,15 @@ def trained_checkpoint() -> LoadedCheckpoint | None:
     labels, task = loaded.labels, loaded.task
     if labels is None and (folder / "labels.txt").is_file():
         labels = tuple(line for line in (folder / "labels.txt").read_text().splitlines() if line)
-    if task is None and (folder / "task.json").is_file():
-        task = json.loads((folder / "task.json").read_text())
+    described = json.loads((folder / "task.json").read_text()) if (folder / "task.json").is_file() else None
+    if task is None:
+        task = described
     if task is not None:
-        task = {k: task[k] for k in ("task", "frame_rate", "frame_size", "frames_per_clip") if k in task}
+        # the runtime's logit history is chosen after training (task.json), not stored in the weights file
+        if described and "recommended_history" in described:
+            task = {**task, "recommended_history": described["recommended_history"]}
+        keys = ("task", "frame_rate", "frame_size", "frames_per_clip", "recommended_history")
+        task = {k: task[k] for k in keys if k in task}
     return dataclasses.replace(
         loaded, labels=labels, task=task, layout="default",
         source="default model (online TSM-MobileNetV2 trained on the synthetic temporal-order task)",

@@ -15,7 +15,8 @@ from .common import ProgressBar, handles_errors, json_option
 @click.argument("video_arg", required=False, metavar="[VIDEO]")
 @click.option("--video", default=None, help="Video file or camera (/dev/videoN), same as VIDEO.")
 @click.option("--frames", type=int, default=16, show_default=True, help="Without a video: frames of seeded noise.")
-@click.option("--history", type=int, default=12, show_default=True, help="Average logits over this many frames.")
+@click.option("--history", type=click.IntRange(min=1), default=None,
+              help="Average logits over this many frames (default: the model's recommended history, else 12).")
 @click.option("--min-duration", type=float, default=0.5, show_default=True, help="Merge away shorter segments (s).")
 @click.option("--limit", type=int, default=None, help="Stop after this many (sampled) frames.")
 @json_option("Write the label timeline as JSON here.")
@@ -23,7 +24,7 @@ from .common import ProgressBar, handles_errors, json_option
               help="Write a PNG strip of frames with the predicted label under each.")
 @click.option("--threads", type=int, default=None, help="TVM CPU threads (default: the artifact's core count).")
 @handles_errors
-def command(artifact: Path, video_arg: str | None, video: str | None, frames: int, history: int, min_duration: float,
+def command(artifact: Path, video_arg: str | None, video: str | None, frames: int, history: int | None, min_duration: float,
             limit: int | None, json_path: Path | None, plot_path: Path | None, threads: int | None) -> None:
     """Recognise a video with an artifact and print the label timeline (time ranges, label, confidence).
 
@@ -33,6 +34,7 @@ def command(artifact: Path, video_arg: str | None, video: str | None, frames: in
     from ..runtime import load_model
 
     model = load_model(artifact, history=history, threads=threads)
+    history = getattr(model, "history", 1)  # a stream model resolved the default; clips have none
     source = video_arg or video
     if source is None:
         _noise(model, frames)

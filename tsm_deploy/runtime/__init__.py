@@ -13,10 +13,10 @@ from .clip import ClipModel, ClipResult, segment_centres, windows
 from .errors import CheckFailed, TsmDeployError
 from .manifest import FORMAT_VERSION, ClipIO, Manifest, StreamIO, TensorSpec, read_manifest
 from .preprocess import prepare_frame
-from .stream import DEFAULT_HISTORY, StepResult, StreamingModel
+from .stream import DEFAULT_HISTORY, StepResult, StreamingModel, recommended_history
 
 
-def load_model(artifact_dir: Path | str, history: int = 1, threads: int | None = None) -> StreamingModel | ClipModel:
+def load_model(artifact_dir: Path | str, history: int | None = 1, threads: int | None = None) -> StreamingModel | ClipModel:
     """The right model class for the artifact's I/O kind (its manifest says)."""
     manifest = read_manifest(artifact_dir, check_module=False)
     if manifest.kind == "clip":
@@ -35,6 +35,7 @@ __all__ = [
     "StepResult",
     "StreamIO",
     "StreamingModel",
+    "recommended_history",
     "TensorSpec",
     "TsmDeployError",
     "load_model",

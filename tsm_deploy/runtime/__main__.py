@@ -33,7 +33,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python3 -m tsm_deploy.runtime", description=__doc__.split("\n\n")[0])
     parser.add_argument("artifact", help="artifact directory (manifest.json + module)")
     parser.add_argument("--frames", type=int, default=32, help="frames to stream (default 32)")
-    parser.add_argument("--history", type=int, default=DEFAULT_HISTORY, help="average logits over N frames")
+    parser.add_argument("--history", type=int, default=None,
+                        help=f"average logits over N frames (default: the model's recommended history, else {DEFAULT_HISTORY})")
     parser.add_argument("--video", help="stream a video file (needs PyAV)")
     parser.add_argument("--inputs", help="prepared frames .npy (N, 1, 3, S, S) to run in order")
     parser.add_argument("--outputs", help="where to save logits and buffers (.npz) for --inputs")
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         model = load_model(args.artifact, history=args.history, threads=args.threads)
+        args.history = getattr(model, "history", 1)
         if args.check:
             print(f"ok: {args.artifact} ({model.manifest.target['name']}, {model.manifest.model['arch']})")
         elif args.video:

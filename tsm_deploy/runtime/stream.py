@@ -26,6 +26,13 @@ log = logging.getLogger(__name__)
 DEFAULT_HISTORY = 12
 
 
+def recommended_history(manifest: Any) -> int:
+    """The logit history chosen for the model when it was trained (the manifest's
+    ``task.recommended_history``), else the original demo's 12."""
+    value = (manifest.task or {}).get("recommended_history")
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else DEFAULT_HISTORY
+
+
 @dataclass(frozen=True)
 class StepResult:
     logits: np.ndarray  # this frame's logits, (n_class,)
@@ -38,12 +45,13 @@ class StreamingModel:
     """A loaded ``stream`` artifact: ``step(frame)`` per frame, ``reset()`` between streams.
 
     ``history``: average the logits of the last ``history`` frames before the argmax, as the
-    original demo does (1 = no smoothing). ``threads``: TVM's CPU threads (default: the
+    original demo does (1 = no smoothing; None = the model's recommended history, see
+    :func:`recommended_history`). ``threads``: TVM's CPU threads (default: the
     ``TVM_NUM_THREADS`` environment variable, else the core count the artifact was compiled for).
     """
 
     def __init__(
-        self, artifact_dir: Path | str, history: int = 1, check_module: bool = True, threads: int | None = None
+        self, artifact_dir: Path | str, history: int | None = 1, check_module: bool = True, threads: int | None = None
     ) -> None:
         self._artifact = LoadedArtifact(artifact_dir, "stream", check_module=check_module, threads=threads)
         self.artifact_dir = self._artifact.artifact_dir
@@ -56,7 +64,8 @@ class StreamingModel:
         self._frame_position = self._artifact.input_position(self._frame_spec.name)
         self._feedback = [(self.manifest.output_index(o), self._artifact.input_position(i)) for o, i in self.io.state]
         self._args: list[Any] = [None] * len(self.manifest.inputs)
-        self._history: deque[np.ndarray] = deque(maxlen=max(1, history))
+        self.history = recommended_history(self.manifest) if history is None else max(1, history)
+        self._history: deque[np.ndarray] = deque(maxlen=self.history)
         self.reset()
 
     @property
@@ -135,4 +144,4 @@ def buffers_nchw(io: StreamIO, buffers: list[np.ndarray]) -> list[np.ndarray]:
     return buffers
 
 
-__all__ = ["DEFAULT_HISTORY", "StepResult", "StreamingModel", "buffers_nchw", "set_threads"]
+__all__ = ["DEFAULT_HISTORY", "StepResult", "StreamingModel", "buffers_nchw", "recommended_history", "set_threads"]

@@ -1,6 +1,6 @@
 """Training the default model on the synthetic temporal-order task (imports torch)."""
 
-from .evaluate import clip_logits, evaluate, scripted_stream_accuracy, summarize
+from .evaluate import choose_history, clip_logits, evaluate, scripted_stream_accuracy, summarize
 from .loop import (
     LOSSES,
     TrainConfig,
@@ -26,6 +26,7 @@ __all__ = [
     "preprocess_clips",
     "recalibrate_batchnorm",
     "save_state",
+    "choose_history",
     "scripted_stream_accuracy",
     "summarize",
     "train",

@@ -3,7 +3,7 @@ what a stream would predict (per-frame logits from the uni-directional clip form
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -92,24 +92,31 @@ def evaluate(
     return {"seed": seed, **summarize(logits, labels)}
 
 
-def scripted_stream_accuracy(
-    model: nn.Module, seed: int, input_size: int, frames_per_action: int, history: int, videos: int = 4
-) -> dict[str, Any]:
-    """Stream scripted videos (all classes in a seeded random order, one after another) through the
-    online model's clip formulation (identical to frame-by-frame streaming), smooth the logits over
-    ``history`` frames as the runtime does, and score each segment by its prediction at its last frame,
-    by the fraction of its frames predicted right, and as the demo does: the majority of its smoothed
-    predictions after its first ``min(history, frames_per_action // 2)`` frames (the history still
-    holds the previous action there)."""
+def _scripted_streams(
+    model: nn.Module, seed: int, input_size: int, frames_per_action: int, videos: int
+) -> list[tuple[np.ndarray, list[dict[str, Any]]]]:
+    """Per scripted video (all classes in a seeded random order, one after another): the online model's
+    per-frame logits (its clip formulation, identical to frame-by-frame streaming) and the script."""
     rng = np.random.default_rng(seed)
     size = frame_size(input_size)
-    end_hits, frame_hits, majority_hits = [], [], []
-    ignore = min(history, frames_per_action // 2)
+    streams = []
     for v in range(videos):
         actions = rng.permutation(synthetic.N_CLASSES).tolist()
         frames, script = synthetic.make_scripted_video(seed * 1000 + v, actions, frames_per_action, size)
         with torch.no_grad():
             logits = model.eval().forward_clip(preprocess_clips(frames[None], input_size), n_segment=len(frames)).numpy()
+        streams.append((logits, script))
+    return streams
+
+
+def _stream_scores(streams: list[tuple[np.ndarray, list[dict[str, Any]]]], frames_per_action: int, history: int) -> dict[str, float]:
+    """Smooth the logits over ``history`` frames as the runtime does; score each segment by its
+    prediction at its last frame, by the fraction of its frames predicted right, and as the demo does:
+    the majority of its smoothed predictions after its first ``min(history, frames_per_action // 2)``
+    frames (the history still holds the previous action there)."""
+    end_hits, frame_hits, majority_hits = [], [], []
+    ignore = min(history, frames_per_action // 2)
+    for logits, script in streams:
         smoothed = np.stack([logits[max(0, i - history + 1) : i + 1].mean(0) for i in range(len(logits))])
         pred = smoothed.argmax(1)
         for seg in script:
@@ -118,10 +125,34 @@ def scripted_stream_accuracy(
             counted = pred[seg["start"] + ignore : seg["end"]]
             majority_hits.append(np.bincount(counted, minlength=synthetic.N_CLASSES).argmax() == seg["label"])
     return {
-        "videos": videos,
-        "frames_per_action": frames_per_action,
-        "history": history,
         "segment_end_top1": float(np.mean(end_hits)),
         "frame_top1": float(np.mean(frame_hits)),
         "segment_majority_top1": float(np.mean(majority_hits)),
     }
+
+
+def scripted_stream_accuracy(
+    model: nn.Module, seed: int, input_size: int, frames_per_action: int, history: int, videos: int = 4
+) -> dict[str, Any]:
+    """Stream scripted videos through the online model and score them (see :func:`_stream_scores`)."""
+    streams = _scripted_streams(model, seed, input_size, frames_per_action, videos)
+    return {"videos": videos, "frames_per_action": frames_per_action, "history": history,
+            **_stream_scores(streams, frames_per_action, history)}
+
+
+def choose_history(
+    model: nn.Module, seed: int, input_size: int, frames_per_action: Sequence[int],
+    histories: Sequence[int] = (1, 2, 4, 8, 12), videos: int = 8,
+) -> tuple[int, list[dict[str, Any]]]:
+    """The logit history the runtime should smooth over for this model: the one whose scripted streams
+    (``seed``: held out from training and from the demo's video) have the most segments right as the
+    demo scores them, averaged over ``frames_per_action``; on a tie the longer (smoother) one.
+    Returns it and every (history, frames per action) score."""
+    rows = []
+    for fpa in frames_per_action:
+        streams = _scripted_streams(model, seed, input_size, fpa, videos)
+        rows += [{"videos": videos, "frames_per_action": fpa, "history": h, **_stream_scores(streams, fpa, h)}
+                 for h in histories]
+    mean = {h: np.mean([r["segment_majority_top1"] for r in rows if r["history"] == h]) for h in histories}
+    best = max(histories, key=lambda h: (round(float(mean[h]), 6), h))
+    return int(best), rows
