@@ -643,6 +643,7 @@ def test_resnet50_onnx_and_tvm_match_pytorch():
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # 66 s in CI; make test-all runs it
 def test_resnet50_224_8_segments_original_checkpoint_compiles_and_matches(tmp_path):
     """The paper's model at full size through the product path: an original training checkpoint
     (DataParallel prefix, original file name) -> load -> compile for x86 -> verify one clip."""

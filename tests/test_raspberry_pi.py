@@ -64,6 +64,7 @@ def test_emulated_pi4_parity_of_a_clip_artifact(tmp_path, small_clip_checkpoint)
     assert report.runner.startswith("qemu cortex-a72") and report.top1_agreement == 1.0
 
 
+@pytest.mark.heavy  # 44 s in CI; make test-all runs it
 def test_instructions_the_cortex_a72_lacks_are_caught(tmp_path, small_checkpoint, small_checkpoint_file):
     """A build with SVE (which the Pi 4 lacks) runs on QEMU's 'max' CPU but dies as a Cortex-A72.
 
