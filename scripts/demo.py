@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> bool:
     model = StreamingModel(artifact, history=None)  # the history chosen when the model was trained
     history = model.history
     step(f"3. recognise the video with the compiled artifact (thin runtime, logits averaged over {history} frames)")
-    recognition = recognise_video(model, video, history=history, min_duration=0.5)
+    recognition = recognise_video(model, video, min_duration=0.5)
     print(recognition.timeline.table())
     ignore = min(history, args.frames_per_action // 2)  # the history is still full of the previous action
     rows = score_segments(recognition.timeline, script, fps=fps, ignore_first=ignore)

@@ -196,10 +196,11 @@ def apply_records(
     """
     # tasks: the kernels that need a schedule (hand-written ones, like the state packing, come scheduled;
     # applying records renames functions, so they are counted, not named)
-    hand_written = sum(is_scheduled(f) for f in tir_functions(mod).values())
+    functions = tir_functions(mod)
+    unscheduled = sorted(name for name, f in functions.items() if not is_scheduled(f))
+    hand_written = len(functions) - len(unscheduled)
     if not has_database(database):
-        tasks = sorted(name for name, f in tir_functions(mod).items() if not is_scheduled(f))
-        return mod, TuningCoverage(None, len(tasks), 0, tuple(tasks))
+        return mod, TuningCoverage(None, len(unscheduled), 0, tuple(unscheduled))
     prepack = database_prepack(database)
     if prepack and not _has_layout_free(mod):
         mod = _attach_layout_free(mod)

@@ -34,7 +34,6 @@ def command(artifact: Path, video_arg: str | None, video: str | None, frames: in
     from ..runtime import load_model
 
     model = load_model(artifact, history=history, threads=threads)
-    history = getattr(model, "history", 1)  # a stream model resolved the default; clips have none
     source = video_arg or video
     if source is None:
         _noise(model, frames)
@@ -42,7 +41,7 @@ def command(artifact: Path, video_arg: str | None, video: str | None, frames: in
     from ..runtime.recognise import recognise_video
 
     with ProgressBar("recognising") as bar:
-        result = recognise_video(model, source, history=history, min_duration=min_duration, limit=limit,
+        result = recognise_video(model, source, min_duration=min_duration, limit=limit,
                                  progress=bar.update)
     click.echo(f"{result.source}: {len(result.frames)} frames at {result.fps:.3g} fps")
     timeline, names = result.timeline, model.manifest.labels

@@ -97,13 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         model = load_model(args.artifact, history=args.history, threads=args.threads)
-        args.history = getattr(model, "history", 1)
         if args.check:
             print(f"ok: {args.artifact} ({model.manifest.target['name']}, {model.manifest.model['arch']})")
         elif args.video:
             from .recognise import recognise_video
 
-            print(recognise_video(model, args.video, history=args.history).timeline.table())
+            print(recognise_video(model, args.video).timeline.table())
         elif args.inputs:
             if not args.outputs:
                 raise TsmDeployError("--inputs needs --outputs")

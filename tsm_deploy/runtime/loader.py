@@ -172,9 +172,7 @@ class LoadedArtifact:
     def call(self, inputs: dict[str, Any]) -> list[Any]:
         """Run ``main`` with the inputs by name (in the manifest's order); the outputs as a list."""
         outputs = self.call_positional([inputs[name] for name in self._input_names])
-        if hasattr(outputs, "numpy"):  # a single output comes back as a tensor, not a tuple
-            return [outputs]
-        return [outputs[i] for i in range(len(outputs))]
+        return [self.output(outputs, i) for i in range(len(self.manifest.outputs))]
 
     def input_position(self, name: str) -> int:
         return self._input_names.index(name)
@@ -183,3 +181,9 @@ class LoadedArtifact:
         """Run ``main`` with the inputs in the manifest's order; what it returns as it is (one tensor,
         or a tuple: index only what you use, each item costs a foreign-function call)."""
         return self._main(*args)
+
+    @staticmethod
+    def output(result: Any, index: int) -> Any:
+        """Output ``index`` of what :meth:`call_positional` returned (a single output comes back as a
+        tensor, not a tuple)."""
+        return result if hasattr(result, "numpy") else result[index]

@@ -51,13 +51,14 @@ def _sampled(path: str | os.PathLike, fps: float | None, limit: int | None) -> t
 def recognise_video(
     model: StreamingModel | ClipModel,
     path: str | os.PathLike,
-    history: int = 12,
+    history: int | None = None,
     min_duration: float = 0.0,
     window_s: float = DEFAULT_WINDOW_S,
     limit: int | None = None,
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> Recognition:
-    """Run the video at ``path`` through ``model``; returns the timeline and the frames seen."""
+    """Run the video at ``path`` through ``model``; returns the timeline and the frames seen.
+    ``history``: frames of logits averaged (default: the stream model's own, see ``StreamingModel``)."""
     task = model.manifest.task or {}
     frames, fps, source = _sampled(path, task.get("frame_rate"), limit)
     if not frames:
@@ -69,7 +70,8 @@ def recognise_video(
         for i, frame in enumerate(frames):
             logits.append(model.step(frame.image).logits)
             progress(i + 1, len(frames))
-        timeline = build_timeline([f.time for f in frames], np.stack(logits), names, history=history,
+        timeline = build_timeline([f.time for f in frames], np.stack(logits), names,
+                                  history=model.history if history is None else history,
                                   min_duration=min_duration)
     else:
         span = max(model.segments, int(round(window_s * fps)))

@@ -62,7 +62,8 @@ class StreamingModel:
         # the VM's arguments in the manifest's order, kept between steps: each step sets the frame's
         # and feeds every state output back into its input's position (no per-step dicts)
         self._frame_position = self._artifact.input_position(self._frame_spec.name)
-        self._feedback = [(self.manifest.output_index(o), self._artifact.input_position(i)) for o, i in self.io.state]
+        self._state_positions = [self._artifact.input_position(i) for _, i in self.io.state]
+        self._feedback = [(self.manifest.output_index(o), p) for (o, _), p in zip(self.io.state, self._state_positions)]
         self._args: list[Any] = [None] * len(self.manifest.inputs)
         self.history = recommended_history(self.manifest) if history is None else max(1, history)
         self._history: deque[np.ndarray] = deque(maxlen=self.history)
@@ -79,8 +80,8 @@ class StreamingModel:
 
     def reset(self) -> None:
         """Start a new stream: zero shift buffers (no past frame), empty logit history."""
-        for _, name in self.io.state:
-            self._args[self._artifact.input_position(name)] = self._artifact.zeros(self.manifest.input(name))
+        for (_, name), position in zip(self.io.state, self._state_positions):
+            self._args[position] = self._artifact.zeros(self.manifest.input(name))
         self._history.clear()
 
     def prepare(self, frame: np.ndarray) -> np.ndarray:
@@ -113,8 +114,7 @@ class StreamingModel:
         outputs = self._artifact.call_positional(self._args)
         for output, position in self._feedback:
             self._args[position] = outputs[output]
-        logits = outputs if hasattr(outputs, "numpy") else outputs[self._logits_index]  # one output: no tuple
-        return self._artifact.to_numpy(logits).reshape(-1)
+        return self._artifact.to_numpy(self._artifact.output(outputs, self._logits_index)).reshape(-1)
 
     def step(self, frame: np.ndarray) -> StepResult:
         logits = self.run_prepared(self.prepare(frame))
@@ -126,8 +126,7 @@ class StreamingModel:
 
     def buffers(self) -> list[np.ndarray]:
         """Copies of the current state inputs, in ``io.state`` order, NCHW (for verification)."""
-        state = [self._args[self._artifact.input_position(name)] for _, name in self.io.state]
-        return buffers_nchw(self.io, [self._artifact.to_numpy(t) for t in state])
+        return buffers_nchw(self.io, [self._artifact.to_numpy(self._args[p]) for p in self._state_positions])
 
 
 def buffers_nchw(io: StreamIO, buffers: list[np.ndarray]) -> list[np.ndarray]:
