@@ -114,7 +114,9 @@ class StreamingModel:
         outputs = self._artifact.call_positional(self._args)
         for output, position in self._feedback:
             self._args[position] = outputs[output]
-        return self._artifact.to_numpy(self._artifact.output(outputs, self._logits_index)).reshape(-1)
+        # inline rather than LoadedArtifact.output(): no extra Python call on the per-frame path
+        logits = outputs if hasattr(outputs, "numpy") else outputs[self._logits_index]
+        return self._artifact.to_numpy(logits).reshape(-1)
 
     def step(self, frame: np.ndarray) -> StepResult:
         logits = self.run_prepared(self.prepare(frame))
