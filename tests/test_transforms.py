@@ -10,7 +10,7 @@ from tvm.script import relax as R
 from tsm_deploy.pipeline import prepare_module
 from tsm_deploy.runtime import StreamingModel, read_manifest
 from tsm_deploy.targets import load_target
-from tsm_deploy.transforms import fold_permutes, pack_state_by_parts
+from tsm_deploy.transforms import fold_permutes, pack_state_by_parts, shifts_write_state
 
 
 def _shift_like(buffer_shape=(1, 4, 4, 2), x_shape=(1, 4, 4, 16), fold=2) -> tvm.IRModule:
@@ -108,6 +108,60 @@ def test_other_concatenations_are_left_alone():
     assert _ops(pack_state_by_parts(mod)) == _ops(mod)
 
 
+def _packed_shifts(shapes, channels, pack_order=None) -> tvm.IRModule:
+    """Online shifts as PackedState exports them (after layout folding): each buffer unpacked from one
+    state input, concatenated with the rest of its activation; the next state packed from the first
+    channels. ``pack_order`` packs the parts in another order than the state holds them."""
+    bb = relax.BlockBuilder()
+    sizes = [h * w * c for (_, h, w, _), c in zip(shapes, channels)]
+    state = relax.Var("state", R.Tensor((1, sum(sizes)), "float32"))
+    xs = [relax.Var(f"x{i}", R.Tensor(shape, "float32")) for i, shape in enumerate(shapes)]
+    with bb.function("main", [*xs, state]):
+        with bb.dataflow():
+            shifted, offset = [], 0
+            for x, (_, h, w, ch), c, size in zip(xs, shapes, channels, sizes):
+                part = bb.emit(relax.op.strided_slice(state, [1], [offset], [offset + size]))
+                buf = bb.emit(relax.op.reshape(part, (1, h, w, c)))
+                rest = bb.emit(relax.op.strided_slice(x, [3], [c], [ch]))
+                shifted.append(bb.emit(relax.op.concat([buf, rest], axis=3)))
+                offset += size
+            flat = []
+            for i in pack_order or range(len(xs)):
+                (_, h, w, _), c = shapes[i], channels[i]
+                head = bb.emit(relax.op.strided_slice(xs[i], [3], [0], [c]))
+                flat.append(bb.emit(relax.op.reshape(head, (1, h * w * c))))
+            nxt = bb.emit(relax.op.concat(flat, axis=1))
+            out = bb.emit_output(relax.Tuple([*shifted, nxt]))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_shift_kernels_write_the_next_state_into_the_state_input():
+    shapes, channels = [(1, 4, 4, 16), (1, 2, 2, 24)], [2, 3]
+    mod = _packed_shifts(shapes, channels)
+    rewritten = shifts_write_state(mod)
+    assert "relax.concat" not in _ops(rewritten) and _ops(rewritten).count("relax.call_tir") == 2
+    rng = np.random.default_rng(0)
+    state = np.zeros((1, 4 * 4 * 2 + 2 * 2 * 3), np.float32)
+    vm = relax.VirtualMachine(tvm.compile(rewritten, target="llvm"), tvm.cpu())
+    state_tensor = tvm.runtime.tensor(state)
+    for _ in range(3):  # a stream: the returned state goes back in
+        xs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        want = _run(mod, *xs, state)
+        given = state_tensor
+        out = vm["main"](*(tvm.runtime.tensor(x) for x in xs), given)
+        for i in range(len(want)):
+            np.testing.assert_array_equal(out[i].numpy(), want[i])
+        np.testing.assert_array_equal(given.numpy(), want[-1])  # updated in place: the input is the next state
+        state_tensor, state = out[len(shapes)], want[-1]
+
+
+def test_shift_state_rewrite_leaves_a_mismatched_packing_alone():
+    shapes, channels = [(1, 4, 4, 16), (1, 2, 2, 24)], [2, 3]
+    mod = _packed_shifts(shapes, channels, pack_order=[1, 0])  # offsets do not match the unpacking
+    assert _ops(shifts_write_state(mod)) == _ops(mod)
+
+
 def test_cpu_artifacts_pack_the_shift_buffers_channels_last(small_checkpoint, small_artifact):
     prepared = prepare_module(small_checkpoint, load_target("x86"))
     model = small_checkpoint.model()
@@ -119,9 +173,9 @@ def test_cpu_artifacts_pack_the_shift_buffers_channels_last(small_checkpoint, sm
     fused = [gv.name_hint for gv in prepared.mod.get_global_vars()]
     assert not [n for n in fused if "concatenate" in n and "transpose" in n], fused  # the shift moves no layout
     assert len([n for n in fused if "transpose" in n]) <= 1, fused  # the NCHW frame going in, nothing else
-    # one kernel per shift (the buffer's unpacking fused in) and one packing the next state, part by part
-    assert len([n for n in fused if "concatenate" in n]) == len(torch_shapes), fused
-    assert len([n for n in fused if n.startswith("pack_state")]) == 1, fused
+    # one hand-written kernel per shift, writing its part of the state in place; no packing, no concatenation
+    assert len([n for n in fused if n.startswith("shift_state")]) == len(torch_shapes), fused
+    assert not [n for n in fused if "concatenate" in n or n.startswith("pack_state")], fused
     manifest = read_manifest(small_artifact)
     assert manifest.io.state_parts == io.state_parts and len(manifest.buffers) == 1
     stream = StreamingModel(small_artifact)

@@ -26,7 +26,7 @@ from .checkpoint import LoadedCheckpoint
 from .export import ExportResult, export_onnx
 from .models.wrapper import PackedState
 from .frontend import ShiftReport, check_static_shift, import_onnx
-from .transforms import fold_permutes, pack_state_by_parts, relu_from_clip
+from .transforms import fold_permutes, pack_state_by_parts, relu_from_clip, shifts_write_state
 from .tuning.database import database_prepack, has_database, loadable_database
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,8 @@ def fuse(mod: tvm.IRModule, target: tvm.target.Target, prepack: bool = False) ->
             mod = relu_from_clip(mod)
             mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
             mod = fold_permutes(mod)
-            mod = pack_state_by_parts(mod)
+            mod = shifts_write_state(mod)
+            mod = pack_state_by_parts(mod)  # where the shifts did not take the state over
         mod = tvm.transform.Sequential(
             [
                 relax.transform.CanonicalizeBindings(),

@@ -125,15 +125,20 @@ class LoadedArtifact:
         self._on_cpu = self.device.dlpack_device_type() == tvm.cpu(0).dlpack_device_type()
         self._staging: dict[str, tuple[np.ndarray | None, Any]] = {}
         self._input_names = [spec.name for spec in self.manifest.inputs]
+        # CPU artifacts update their state input in place (it is returned as the next state): a state
+        # input is always copied into a tensor of the runtime's own, never wrapped around caller memory
+        self._copied_inputs = {i for _, i in self.manifest.state}
 
     def to_device(self, spec: TensorSpec, array: np.ndarray) -> Any:
         """``array`` as a TVM tensor for input ``spec``: wrapped without a copy when it is a 64-byte
-        aligned contiguous CPU array, else copied into this input's reusable tensor."""
+        aligned contiguous CPU array (not for state inputs: the module may write them), else copied
+        into this input's reusable tensor."""
         import tvm
 
         if array.shape != spec.shape or array.dtype != np.dtype(spec.dtype):
             raise TsmDeployError(f"input {spec.name}: got {array.dtype}{list(array.shape)}, expected {spec.dtype}{list(spec.shape)}")
-        if self._on_cpu and array.flags.c_contiguous and array.ctypes.data % DLPACK_ALIGNMENT == 0:
+        if (self._on_cpu and array.flags.c_contiguous and array.ctypes.data % DLPACK_ALIGNMENT == 0
+                and spec.name not in self._copied_inputs):
             return tvm.runtime.from_dlpack(array)
         staging = self._staging.get(spec.name)
         if staging is None:
