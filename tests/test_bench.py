@@ -78,7 +78,8 @@ def test_shift_overhead(report: BenchReport) -> None:
         assert STATS_KEYS <= set(overhead["noshift_runners"][name])
     # the baseline was compiled "the same way": coverage of both graphs is reported
     tuning = data["tuning"]
-    assert tuning["shift"]["tasks"] > tuning["noshift"]["tasks"] > 0  # the shifts add slice/concat tasks
+    # on CPU targets the shifts run hand-written kernels (nothing to tune): both graphs have the same tasks
+    assert tuning["shift"]["tasks"] == tuning["noshift"]["tasks"] > 0
     assert tuning["noshift"]["database"] == tuning["shift"]["database"]  # None here: untuned small model
 
 
