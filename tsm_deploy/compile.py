@@ -18,6 +18,7 @@ from .atomic import atomic_output_dir, atomic_write_text
 from .checkpoint import LoadedCheckpoint
 from .errors import TsmDeployError
 from .models import preprocessing
+from .merge_shifts import merge_shifts_into_consumers
 from .pipeline import ModelIO, TuningCoverage, apply_records, prepare_module
 from .runtime.manifest import MANIFEST_NAME, ClipIO, Manifest, StreamIO, TensorSpec, sha256_file
 from .targets import DeployTarget
@@ -118,6 +119,7 @@ def compile_artifact(
     prepared = prepare_module(checkpoint, target, frame_size=frame_size, progress=progress)
     tvm_target = target.tvm()
     mod, coverage = apply_records(prepared.mod, tvm_target, database)
+    mod = merge_shifts_into_consumers(mod)  # after the records: the tuned kernels keep their schedules
     if coverage.database:
         log.info("tuning records cover %d of %d tasks (%s)", coverage.tuned, coverage.tasks, coverage.database)
         for name in coverage.untuned:

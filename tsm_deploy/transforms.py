@@ -378,36 +378,49 @@ def _packing_kernel(shapes: Sequence[tuple[int, ...]], channels: Sequence[int], 
     return parser.parse("\n".join(lines) + "\n", extra_vars={"T": T})
 
 
+SHIFT_ATTR = "tsm_deploy.shift"  # on each shift kernel: {"channels": c, "offset": part's offset}
+
+
 def _shift_kernel(shape: Sequence[int], channels: int, offset: int, total: int, dtype: str) -> Any:
-    """One online shift, NHWC, pixel by pixel: ``shifted = [state part, x[..., c:]]``, then the state
-    part ``= x[..., :c]`` (in place: the state parameter is written). Three plain copies, no condition."""
-    from tvm.script import parser
-    from tvm.script import tirx as T
+    """One online shift, NHWC: ``shifted = [state part, x[..., c:]]``, then the state part ``= x[..., :c]``
+    (in place: the state parameter is written): :func:`shift_block` under a root block."""
+    from tvm.s_tir import SBlock, SBlockRealize
 
-    def i64(v: int) -> str:
-        return f"T.int64({v})"
+    dims = [IntImm("int64", int(d)) for d in shape]
+    state = tvm.tirx.decl_buffer([IntImm("int64", 1), IntImm("int64", total)], dtype, "state")
+    x = tvm.tirx.decl_buffer(dims, dtype, "x")
+    shifted = tvm.tirx.decl_buffer(dims, dtype, "shifted")
+    root = SBlock([], [], [], "root", shift_block(state, x, shifted, channels, offset))
+    attrs = {"s_tir": True, "tirx.noalias": True, "tirx.is_scheduled": True, SHIFT_ATTR: {"channels": channels, "offset": offset}}
+    return tvm.tirx.PrimFunc([state, x, shifted], SBlockRealize([], True, root),
+                             attrs=tvm.ir.make_node("ir.DictAttrs", **attrs))
 
-    _, h, w, c = shape
-    buf = f'T.Buffer(({", ".join(i64(d) for d in shape)}), "{dtype}")'
-    flat = f'T.Buffer(({i64(1)}, {i64(total)}), "{dtype}")'
-    params = [f"state: {flat}", f"x: {buf}", f"shifted: {buf}"]
-    at = f"{i64(offset)} + (vh * {i64(w)} + vw) * {i64(channels)} + vc"
-    lines = [
-        "@T.prim_func(private=True, s_tir=True)",
-        f'def shift_state({", ".join(params)}):',
-        '    T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})',
-        f"    for h, w in T.grid({i64(h)}, {i64(w)}):",
-        f"        for c in range({i64(channels)}):",
-        '            with T.sblock("from_state"):',
-        '                vh, vw, vc = T.axis.remap("SSS", [h, w, c])',
-        f"                shifted[{i64(0)}, vh, vw, vc] = state[{i64(0)}, {at}]",
-        f"        for c in range({i64(c - channels)}):",
-        '            with T.sblock("own"):',
-        '                vh, vw, vc = T.axis.remap("SSS", [h, w, c])',
-        f"                shifted[{i64(0)}, vh, vw, vc + {i64(channels)}] = x[{i64(0)}, vh, vw, vc + {i64(channels)}]",
-        f"        for c in range({i64(channels)}):",
-        '            with T.sblock("to_state"):',
-        '                vh, vw, vc = T.axis.remap("SSS", [h, w, c])',
-        f"                state[{i64(0)}, {at}] = x[{i64(0)}, vh, vw, vc]",
-    ]
-    return parser.parse("\n".join(lines) + "\n", extra_vars={"T": T})
+
+def shift_block(state: Any, x: Any, shifted: Any, channels: int, offset: int) -> Any:
+    """The shift as one opaque block over the buffers given (``x``, ``shifted``: ``(1, H, W, C)``;
+    ``state``: ``(1, total)``), pixel by pixel: ``c`` channels from the state, ``C - c`` copied, then
+    ``c`` written to the state, each state element read before it is written. Plain loops inside: the
+    kernel is final, and :mod:`.merge_shifts` appends the same block to a tuned kernel's body."""
+    from tvm.s_tir import SBlock, SBlockRealize
+    from tvm.tirx import BufferLoad, BufferStore, For, ForKind, SeqStmt, Var
+
+    _, h, w, c = (int(d) for d in x.shape)
+
+    def i64(v: int) -> Any:
+        return IntImm("int64", v)
+
+    vh, vw = Var("h", "int64"), Var("w", "int64")
+    at = lambda k: i64(offset) + (vh * i64(w) + vw) * i64(channels) + k  # noqa: E731 - the state index
+
+    def loop(extent: int, store: Callable[[Any], Any]) -> Any:
+        k = Var("c", "int64")
+        return For(k, i64(0), i64(extent), ForKind.SERIAL, store(k))
+
+    pixel = SeqStmt([
+        loop(channels, lambda k: BufferStore(shifted, BufferLoad(state, [i64(0), at(k)]), [i64(0), vh, vw, k])),
+        loop(c - channels, lambda k: BufferStore(shifted, BufferLoad(x, [i64(0), vh, vw, k + i64(channels)]),
+                                                 [i64(0), vh, vw, k + i64(channels)])),
+        loop(channels, lambda k: BufferStore(state, BufferLoad(x, [i64(0), vh, vw, k]), [i64(0), at(k)])),
+    ])
+    loops = For(vh, i64(0), i64(h), ForKind.SERIAL, For(vw, i64(0), i64(w), ForKind.SERIAL, pixel))
+    return SBlockRealize([], True, SBlock([], [], [], "shift", loops))
