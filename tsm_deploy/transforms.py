@@ -15,7 +15,9 @@
   state input is the next state. No packing kernel runs at the end and the ten activations are no
   longer kept alive until then (each held a storage block of its own: ten more allocations per frame).
   Measured, instructions per frame over the network without shifts: emulated Cortex-A72 +1.7 % ->
-  +1.1 %, x86 (QEMU count of the x86-avx2 artifact) +2.0 % -> +1.3 %.
+  +1.1 %, x86 (QEMU count of the x86-avx2 artifact) +2.0 % -> +1.3 %. The kernel's loops are one
+  block (:func:`shift_block`) so that, after the tuning records, :mod:`.merge_shifts` can put the
+  same block in front of the convolution that reads the shifted activation.
 """
 
 from __future__ import annotations
@@ -391,7 +393,8 @@ def _shift_kernel(shape: Sequence[int], channels: int, offset: int, total: int, 
     x = tvm.tirx.decl_buffer(dims, dtype, "x")
     shifted = tvm.tirx.decl_buffer(dims, dtype, "shifted")
     root = SBlock([], [], [], "root", shift_block(state, x, shifted, channels, offset))
-    attrs = {"s_tir": True, "tirx.noalias": True, "tirx.is_scheduled": True, SHIFT_ATTR: {"channels": channels, "offset": offset}}
+    attrs = {"s_tir": True, "tirx.noalias": True, "tirx.is_scheduled": True,
+             SHIFT_ATTR: {"channels": channels, "offset": offset}}
     return tvm.tirx.PrimFunc([state, x, shifted], SBlockRealize([], True, root),
                              attrs=tvm.ir.make_node("ir.DictAttrs", **attrs))
 
@@ -399,8 +402,9 @@ def _shift_kernel(shape: Sequence[int], channels: int, offset: int, total: int, 
 def shift_block(state: Any, x: Any, shifted: Any, channels: int, offset: int) -> Any:
     """The shift as one opaque block over the buffers given (``x``, ``shifted``: ``(1, H, W, C)``;
     ``state``: ``(1, total)``), pixel by pixel: ``c`` channels from the state, ``C - c`` copied, then
-    ``c`` written to the state, each state element read before it is written. Plain loops inside: the
-    kernel is final, and :mod:`.merge_shifts` appends the same block to a tuned kernel's body."""
+    ``c`` written to the state, each state element read before it is written. Plain loops inside (the
+    kernel is final: nothing tunes it); :mod:`.merge_shifts` puts the same block in front of the body of
+    the tuned kernel that reads ``shifted``."""
     from tvm.s_tir import SBlock, SBlockRealize
     from tvm.tirx import BufferLoad, BufferStore, For, ForKind, SeqStmt, Var
 
@@ -410,7 +414,9 @@ def shift_block(state: Any, x: Any, shifted: Any, channels: int, offset: int) ->
         return IntImm("int64", v)
 
     vh, vw = Var("h", "int64"), Var("w", "int64")
-    at = lambda k: i64(offset) + (vh * i64(w) + vw) * i64(channels) + k  # noqa: E731 - the state index
+
+    def at(k: Any) -> Any:  # the state index of channel k of pixel (vh, vw)
+        return i64(offset) + (vh * i64(w) + vw) * i64(channels) + k
 
     def loop(extent: int, store: Callable[[Any], Any]) -> Any:
         k = Var("c", "int64")
