@@ -484,8 +484,11 @@ def assert_manifest_usable(manifest: Manifest) -> None:
         )
         assert isinstance(spec.dtype, str) and spec.dtype in KNOWN_DTYPES, f"{spec.name!r}: dtype {spec.dtype!r}"
     inputs, outputs = {s.name for s in manifest.inputs}, {s.name for s in manifest.outputs}
-    for out, inp in manifest.state:
-        assert isinstance(out, str) and isinstance(inp, str) and out in outputs and inp in inputs, f"state pair {out!r} -> {inp!r} names no tensor"
+    in_place = getattr(manifest.io, "state_in_place", False)
+    assert isinstance(in_place, bool), f"state_in_place {in_place!r}"
+    for out, inp in manifest.state:  # in place: the state is written into the input, not returned
+        assert isinstance(out, str) and isinstance(inp, str) and (out not in outputs if in_place else out in outputs) \
+            and inp in inputs, f"state pair {out!r} -> {inp!r} names no tensor"
     assert isinstance(manifest.module_file, str) and manifest.module_file, "module file"
     assert Path(manifest.module_file).name == manifest.module_file, f"module file {manifest.module_file!r} leaves the artifact"
     for section in ("model", "target", "preprocess"):

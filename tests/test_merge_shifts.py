@@ -33,8 +33,8 @@ def _stream(mod: tvm.IRModule, frames: list[np.ndarray], state_size: int) -> lis
     vm = relax.VirtualMachine(tvm.compile(mod, target=load_target("x86").tvm()), tvm.cpu())
     state = tvm.runtime.tensor(np.zeros((1, state_size), np.float32))
     out = []
-    for frame in frames:
-        logits, state = vm["main"](tvm.runtime.tensor(frame), state)
+    for frame in frames:  # main returns the logits and updates the state in place
+        logits = vm["main"](tvm.runtime.tensor(frame), state)
         out.append((logits.numpy(), state.numpy()))
     return out
 

@@ -62,13 +62,23 @@ def _as_format_1(manifest_json: dict) -> dict:
     return data
 
 
-def test_manifest_2_round_trips_and_format_1_still_loads(tmp_path, small_artifact):
+def test_manifest_2_round_trips_and_format_1_still_loads(tmp_path, small_artifact, small_checkpoint, monkeypatch):
     manifest = read_manifest(small_artifact)
     assert manifest.format_version == 2 and manifest.kind == "stream"
     assert Manifest.from_json(manifest.to_json()) == manifest
+    # format 1 (session 1) had no io section: its modules returned the next state. Compile one that
+    # does (the state packed by a kernel and returned, the fallback when the in-place rewrite does
+    # not apply) and describe it in format 1.
+    import tsm_deploy.pipeline
+    from tsm_deploy.compile import compile_artifact
+    from tsm_deploy.targets import load_target
+
+    monkeypatch.setattr(tsm_deploy.pipeline, "shifts_write_state", lambda mod: mod)
+    returned = compile_artifact(small_checkpoint, load_target("x86"), tmp_path / "returned", database=None)
+    assert not returned.manifest.io.state_in_place and len(returned.manifest.outputs) == 2
     old = tmp_path / "old"
-    shutil.copytree(small_artifact, old)
-    (old / "manifest.json").write_text(json.dumps(_as_format_1(json.loads(manifest.to_json()))))
+    shutil.copytree(tmp_path / "returned", old)
+    (old / "manifest.json").write_text(json.dumps(_as_format_1(json.loads(returned.manifest.to_json()))))
     frame = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
     new_model, old_model = StreamingModel(small_artifact), load_model(old)
     assert isinstance(old_model, StreamingModel) and old_model.manifest.format_version == 1
@@ -84,6 +94,9 @@ def test_manifest_2_round_trips_and_format_1_still_loads(tmp_path, small_artifac
         (lambda d: d["inputs"][1].__setitem__("dtype", "float128"), "dtype"),
         (lambda d: d["io"].__setitem__("kind", "batch"), "io.kind"),
         (lambda d: d["io"]["state"][0].__setitem__("input", "nope"), "unknown tensor"),
+        (lambda d: d["io"].__setitem__("state_in_place", "yes"), "true or false"),
+        (lambda d: d["io"].__setitem__("state_in_place", False), "unknown tensor"),  # no state output
+        (lambda d: d["outputs"].append({"name": "next_shift_state", "shape": [1, 10]}), "is returned"),
         (lambda d: d.__setitem__("format_version", 3), "not supported"),
     ],
 )

@@ -40,19 +40,20 @@ def test_logits_are_copies_the_next_step_cannot_change(small_artifact):
 
 
 def test_a_callers_state_array_is_never_written(small_artifact):
-    """CPU modules update the state input in place (it comes back as the next state): an aligned state
-    array of the caller's goes in as a copy, so the caller's numbers stay as they were."""
+    """CPU modules update the state input in place (``io.state_in_place``: the next state is written
+    into it, not returned): an aligned state array of the caller's goes in as a copy, so the caller's
+    numbers stay as they were."""
     from tsm_deploy.runtime.loader import LoadedArtifact
 
     artifact = LoadedArtifact(small_artifact, "stream")
     manifest = artifact.manifest
-    (state_out, state_in), = manifest.state
+    (_, state_in), = manifest.state
+    assert manifest.io.state_in_place and [o.name for o in manifest.outputs] == [manifest.io.logits]
     rng = np.random.default_rng(2)
     frame = rng.standard_normal(manifest.frame.shape).astype(np.float32)
     state = _with_alignment(rng.standard_normal(manifest.input(state_in).shape).astype(np.float32), aligned=True)
     kept = state.copy()
-    outputs = artifact.call({manifest.frame.name: artifact.to_device(manifest.frame, frame),
-                             state_in: artifact.to_device(manifest.input(state_in), state)})
+    on_device = artifact.to_device(manifest.input(state_in), state)
+    artifact.call({manifest.frame.name: artifact.to_device(manifest.frame, frame), state_in: on_device})
     np.testing.assert_array_equal(state, kept)
-    next_state = artifact.to_numpy(outputs[manifest.output_index(state_out)])
-    assert not np.array_equal(next_state, kept)  # the module did write a new state
+    assert not np.array_equal(artifact.to_numpy(on_device), kept)  # the module did write a new state

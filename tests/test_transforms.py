@@ -10,7 +10,7 @@ from tvm.script import relax as R
 from tsm_deploy.pipeline import prepare_module
 from tsm_deploy.runtime import StreamingModel, read_manifest
 from tsm_deploy.targets import load_target
-from tsm_deploy.transforms import fold_permutes, pack_state_by_parts, shifts_write_state
+from tsm_deploy.transforms import fold_permutes, pack_state_by_parts, shifts_write_state, state_in_place
 
 
 def _shift_like(buffer_shape=(1, 4, 4, 2), x_shape=(1, 4, 4, 16), fold=2) -> tvm.IRModule:
@@ -141,19 +141,20 @@ def test_shift_kernels_write_the_next_state_into_the_state_input():
     mod = _packed_shifts(shapes, channels)
     rewritten = shifts_write_state(mod)
     assert "relax.concat" not in _ops(rewritten) and _ops(rewritten).count("relax.call_tir") == 2
+    assert state_in_place(rewritten) and not state_in_place(mod)
+    assert len(rewritten["main"].ret_ty.fields) == len(shapes)  # the next state is no longer returned
     rng = np.random.default_rng(0)
     state = np.zeros((1, 4 * 4 * 2 + 2 * 2 * 3), np.float32)
     vm = relax.VirtualMachine(tvm.compile(rewritten, target="llvm"), tvm.cpu())
     state_tensor = tvm.runtime.tensor(state)
-    for _ in range(3):  # a stream: the returned state goes back in
+    for _ in range(3):  # a stream: the same state tensor goes back in, updated by each call
         xs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
         want = _run(mod, *xs, state)
-        given = state_tensor
-        out = vm["main"](*(tvm.runtime.tensor(x) for x in xs), given)
-        for i in range(len(want)):
+        out = vm["main"](*(tvm.runtime.tensor(x) for x in xs), state_tensor)
+        for i in range(len(shapes)):
             np.testing.assert_array_equal(out[i].numpy(), want[i])
-        np.testing.assert_array_equal(given.numpy(), want[-1])  # updated in place: the input is the next state
-        state_tensor, state = out[len(shapes)], want[-1]
+        np.testing.assert_array_equal(state_tensor.numpy(), want[-1])  # updated in place: the next state
+        state = want[-1]
 
 
 def test_shift_state_rewrite_leaves_a_mismatched_packing_alone():
@@ -169,7 +170,8 @@ def test_cpu_artifacts_pack_the_shift_buffers_channels_last(small_checkpoint, sm
     io = prepared.io
     assert io.state_layout == "NHWC" and io.state == (("next_shift_state", "shift_state"),)
     assert list(io.state_parts) == [(n, h, w, c) for n, c, h, w in torch_shapes]
-    assert io.inputs["shift_state"] == io.outputs["next_shift_state"] == (1, sum(int(np.prod(s)) for s in torch_shapes))
+    assert io.inputs["shift_state"] == (1, sum(int(np.prod(s)) for s in torch_shapes))
+    assert io.state_in_place and list(io.outputs) == ["logits"]  # the state is written, not returned
     fused = [gv.name_hint for gv in prepared.mod.get_global_vars()]
     assert not [n for n in fused if "concatenate" in n and "transpose" in n], fused  # the shift moves no layout
     assert len([n for n in fused if "transpose" in n]) <= 1, fused  # the NCHW frame going in, nothing else

@@ -57,7 +57,7 @@ def manifest_io(io: ModelIO, checkpoint: LoadedCheckpoint) -> StreamIO | ClipIO:
     state_outputs = {o for o, _ in io.state}
     logits = next(name for name in outputs if name not in state_outputs)
     return StreamIO(frame=frame, logits=logits, state=io.state, state_layout=io.state_layout, frame_format=frame_format,
-                    state_parts=io.state_parts)
+                    state_parts=io.state_parts, state_in_place=io.state_in_place)
 
 
 def build_manifest(

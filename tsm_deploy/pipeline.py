@@ -25,8 +25,9 @@ from tvm import relax
 from .checkpoint import LoadedCheckpoint
 from .export import ExportResult, export_onnx
 from .models.wrapper import PackedState
+from .errors import TsmDeployError
 from .frontend import ShiftReport, check_static_shift, import_onnx
-from .transforms import fold_permutes, pack_state_by_parts, relu_from_clip, shifts_write_state
+from .transforms import fold_permutes, pack_state_by_parts, relu_from_clip, shifts_write_state, state_in_place
 from .tuning.database import database_prepack, has_database, loadable_database
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class ModelIO:
     state: tuple[tuple[str, str], ...]  # (output, input) pairs fed back each step
     state_layout: str = "NCHW"  # "NHWC" on CPU targets (the compiled convolutions' layout)
     state_parts: tuple[tuple[int, ...], ...] = ()  # CPU targets: the buffers packed in one state tensor
+    state_in_place: bool = False  # CPU targets: main updates the state input, returns the logits only
 
 
 @dataclass(frozen=True)
@@ -88,15 +90,19 @@ def prepare_module(
                                 other_ops=getattr(model, "own_slices_and_concats", (0, 0)))
     progress("fusing operators")
     mod = fuse(mod, target.tvm(), prepack=prepack)
+    state = tuple(model.state_pairs())
+    in_place = state_in_place(mod)
+    returned = [n for n in exported.output_names if not (in_place and n in {o for o, _ in state})]
     io = ModelIO(
         kind=model.io_kind,
         frame_format="rgb_uint8" if frame_size is not None else "prepared",
         inputs=dict(exported.input_shapes),
         input_dtypes=dict(exported.input_dtypes),
-        outputs=_output_shapes(mod, exported.output_names),
-        state=tuple(model.state_pairs()),
+        outputs=_output_shapes(mod, returned),
+        state=state,
         state_layout=state_layout,
         state_parts=state_parts,
+        state_in_place=in_place,
     )
     return PreparedModule(mod, io, exported, report, prepack)
 
@@ -115,6 +121,8 @@ def _direction(checkpoint: LoadedCheckpoint) -> str:
 def _output_shapes(mod: tvm.IRModule, names: list[str]) -> dict[str, tuple[int, ...]]:
     ty = mod["main"].ret_ty
     types = ty.fields if isinstance(ty, tvm.ir.TupleType) else [ty]
+    if len(types) != len(names):
+        raise TsmDeployError(f"the compiled model returns {len(types)} tensors, expected {len(names)} ({', '.join(names)})")
     return {name: tuple(int(d) for d in t.shape.values) for name, t in zip(names, types)}
 
 

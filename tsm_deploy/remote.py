@@ -111,7 +111,12 @@ class RemoteArtifact:
         m = self.manifest
         by_name = dict(zip((i for _, i in m.state), buffers))
         by_name[m.frame.name] = tvm.runtime.tensor(x, device=self.device)
-        self.vm.set_input("main", *(by_name[spec.name] for spec in m.inputs))
+        args = [by_name[spec.name] for spec in m.inputs]
+        if isinstance(m.io, StreamIO) and m.io.state_in_place:
+            # the call writes the next state into its state inputs: call main on the remote tensors
+            # themselves (set_input would hand the VM copies) and keep them; main returns the logits only
+            return self.vm["main"](*args), [by_name[i] for _, i in m.state]
+        self.vm.set_input("main", *args)
         self.vm.invoke_stateful("main")
         outputs = self.vm.get_outputs("main")
         outputs = [outputs] if hasattr(outputs, "numpy") else list(outputs)

@@ -70,7 +70,20 @@ def shifts_write_state(mod: tvm.IRModule) -> tvm.IRModule:
     unchanged unless every part of the next state matches exactly one shift (same activation,
     channels and offset) of one state input."""
     plan = _plan_state_parts(mod["main"]) if "main" in [gv.name_hint for gv in mod.get_global_vars()] else None
-    return mod if plan is None else _rewrite(_ShiftStateWriter(mod, plan), mod)
+    if plan is None:
+        return mod
+    mod = _rewrite(_ShiftStateWriter(mod, plan), mod)
+    return _rewrite(_StateOutputDropper(mod, plan.state), mod)
+
+
+STATE_IN_PLACE_ATTR = "tsm_deploy.state_in_place"  # on main: the state inputs are updated, not returned
+
+
+def state_in_place(mod: tvm.IRModule) -> bool:
+    """Whether :func:`shifts_write_state` rewrote ``main``: it then returns the logits only, and each
+    call updates its state input in place (the manifest's ``io.state_in_place``)."""
+    attrs = mod["main"].attrs
+    return attrs is not None and STATE_IN_PLACE_ATTR in attrs and bool(attrs[STATE_IN_PLACE_ATTR])
 
 
 @dataclass(frozen=True)
@@ -199,6 +212,36 @@ class _ShiftStateWriter(relax.PyExprMutator):
         if fields and fields[0].same_as(self.plan.packed):
             return self.plan.state
         return call
+
+
+@relax.expr_functor.mutator
+class _StateOutputDropper(relax.PyExprMutator):
+    """``return (logits, state)`` -> ``return logits`` where ``state`` is the state input itself: the
+    caller already holds that tensor, and a returned tuple costs the VM a tuple and the runtime two
+    foreign-function item reads a frame."""
+
+    def __init__(self, mod: tvm.IRModule, state: relax.Var) -> None:
+        super().__init__(mod)
+        self.state = state
+        self.returned: relax.Expr | None = None
+        self.dropped = False
+
+    def visit_function_(self, func: relax.Function) -> relax.Expr:  # noqa: N802
+        self.returned, self.dropped = func.body.body, False
+        new = super().visit_function_(func)
+        return new.with_attr(STATE_IN_PLACE_ATTR, True) if self.dropped else new
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:  # noqa: N802
+        value = binding.value
+        if not (binding.var.same_as(self.returned) and isinstance(value, relax.Tuple)
+                and any(f.same_as(self.state) for f in value.fields)):
+            super().visit_var_binding_(binding)
+            return
+        self.dropped = True
+        kept = [self.visit_expr(f) for f in value.fields if not f.same_as(self.state)]
+        new = kept[0] if len(kept) == 1 else relax.Tuple(kept)
+        self.set_var_remap(binding.var, self.builder_.emit_output(new) if not isinstance(binding.var, relax.DataflowVar)
+                           else self.builder_.emit(new))
 
 
 @relax.expr_functor.mutator

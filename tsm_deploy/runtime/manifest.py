@@ -81,7 +81,9 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class StreamIO:
-    """One frame per call; each ``state`` pair's output is fed to its input on the next call."""
+    """One frame per call; each ``state`` pair's output is fed to its input on the next call, or, with
+    ``state_in_place``, the call updates the state inputs itself and returns the logits only (the
+    outputs named in ``state`` are then not among the module's outputs)."""
 
     frame: str
     logits: str
@@ -91,13 +93,14 @@ class StreamIO:
     # non-empty: the one state tensor (1, total) packs these buffers' elements in turn, each of this
     # shape in state_layout (the model's buffers, in order)
     state_parts: tuple[tuple[int, ...], ...] = ()
+    state_in_place: bool = False
     kind: str = field(default="stream", init=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "frame": self.frame, "logits": self.logits,
                 "state": [{"output": o, "input": i} for o, i in self.state],
                 "state_layout": self.state_layout, "state_parts": [list(p) for p in self.state_parts],
-                "frame_format": self.frame_format}
+                "state_in_place": self.state_in_place, "frame_format": self.frame_format}
 
 
 @dataclass(frozen=True)
@@ -132,8 +135,10 @@ def _io_from_dict(data: Any) -> StreamIO | ClipIO:
         _require(layout in STATE_LAYOUTS, f"io.state_layout must be one of {STATE_LAYOUTS}, got {layout!r}")
         parts = data.get("state_parts", [])
         _require(isinstance(parts, list), "io.state_parts must be a list of shapes")
+        in_place = data.get("state_in_place", False)
+        _require(isinstance(in_place, bool), "io.state_in_place must be true or false")
         return StreamIO(_name(data.get("frame"), "io.frame"), _name(data.get("logits"), "io.logits"), pairs,
-                        layout, frame_format, tuple(_shape(p, "io.state_parts entry") for p in parts))
+                        layout, frame_format, tuple(_shape(p, "io.state_parts entry") for p in parts), in_place)
     if kind == "clip":
         return ClipIO(_name(data.get("clip"), "io.clip"), _name(data.get("logits"), "io.logits"),
                       _positive_int(data.get("segments"), "io.segments"), _name(data.get("layout", "NTCHW"), "io.layout"),
@@ -280,7 +285,12 @@ def _check_consistent(m: Manifest) -> None:
     _require(m.io.logits in out_names, f"io.logits {m.io.logits!r} is not an output")
     frame = m.io.frame if isinstance(m.io, StreamIO) else m.io.clip
     _require(frame in in_names, f"the frame/clip input {frame!r} is not an input")
+    in_place = isinstance(m.io, StreamIO) and m.io.state_in_place
     for out, inp in m.state:
+        if in_place:  # the output names the next state, which the call writes into the input
+            _require(inp in in_names, f"state pair {out!r} -> {inp!r} names an unknown tensor")
+            _require(out not in out_names, f"state pair {out!r} -> {inp!r}: updated in place, but {out!r} is returned")
+            continue
         _require(out in out_names and inp in in_names, f"state pair {out!r} -> {inp!r} names an unknown tensor")
         _require(m.outputs[out_names.index(out)].shape == m.input(inp).shape, f"state pair {out!r} -> {inp!r}: shapes differ")
     if isinstance(m.io, StreamIO) and m.io.state_parts:

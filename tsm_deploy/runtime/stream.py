@@ -63,7 +63,8 @@ class StreamingModel:
         # and feeds every state output back into its input's position (no per-step dicts)
         self._frame_position = self._artifact.input_position(self._frame_spec.name)
         self._state_positions = [self._artifact.input_position(i) for _, i in self.io.state]
-        self._feedback = [(self.manifest.output_index(o), p) for (o, _), p in zip(self.io.state, self._state_positions)]
+        self._feedback = [] if self.io.state_in_place else [
+            (self.manifest.output_index(o), p) for (o, _), p in zip(self.io.state, self._state_positions)]
         self._args: list[Any] = [None] * len(self.manifest.inputs)
         self.history = recommended_history(self.manifest) if history is None else max(1, history)
         self._history: deque[np.ndarray] = deque(maxlen=self.history)
