@@ -15,8 +15,9 @@
   state input is the next state. No packing kernel runs at the end and the ten activations are no
   longer kept alive until then (each held a storage block of its own: ten more allocations per frame).
   Measured, instructions per frame over the network without shifts: emulated Cortex-A72 +1.7 % ->
-  +1.1 %, x86 (QEMU count of the x86-avx2 artifact) +2.0 % -> +1.3 %. The kernel's loops are one
-  block (:func:`shift_block`) so that, after the tuning records, :mod:`.merge_shifts` can put the
+  +1.1 %, x86 (QEMU count of the x86-avx2 artifact) +2.0 % -> +1.3 %. ``main`` then stops returning
+  the state (the VM's result tuple and the runtime's item reads went with it). The kernel's loops are
+  one block (:func:`shift_block`) so that, after the tuning records, :mod:`.merge_shifts` can put the
   same block in front of the convolution that reads the shifted activation.
 """
 
@@ -60,11 +61,12 @@ def shifts_write_state(mod: tvm.IRModule) -> tvm.IRModule:
     """Each online shift (``concat([unpacked part of the state input, x[..., c:]], axis=3)``) -> one
     hand-written kernel that returns the shifted activation and, after reading its part of the state
     input, overwrites that part with ``x[..., :c]``; the packed next state (``concat`` of the flattened
-    ``x[..., :c]``) -> the state input itself, returned as the next state.
+    ``x[..., :c]``) -> nothing: ``main`` no longer returns it (the caller holds the updated input)
+    and is marked :data:`STATE_IN_PLACE_ATTR`.
 
     Why it is safe: every part is read and written by its own kernel only, each element read before
-    it is written; the runtime feeds the returned tensor (the same one) back, and never passes memory
-    it does not own as a state input (:meth:`LoadedArtifact.to_device` copies state inputs). The call
+    it is written; the runtime passes the same tensor every call, and never passes memory it does
+    not own as a state input (:meth:`LoadedArtifact.to_device` copies state inputs). The call
     is a plain ``call_tir`` (Relax sees a pure function of the state): nothing between import and build
     reorders or duplicates calls, and the parity tests stream through it. The module is returned
     unchanged unless every part of the next state matches exactly one shift (same activation,
