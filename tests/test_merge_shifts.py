@@ -8,6 +8,8 @@ from tvm import relax
 
 from tsm_deploy.merge_shifts import merge_shifts_into_consumers
 from tsm_deploy.pipeline import apply_records, prepare_module
+from tsm_deploy.runtime import StreamingModel
+from tsm_deploy.runtime.stream import buffers_nchw
 from tsm_deploy.targets import load_target
 from tsm_deploy.transforms import SHIFT_ATTR, shifts_write_state
 
@@ -39,7 +41,7 @@ def _stream(mod: tvm.IRModule, frames: list[np.ndarray], state_size: int) -> lis
     return out
 
 
-def test_merged_shifts_stream_the_same_numbers_with_ten_fewer_calls(small_checkpoint):
+def test_merged_shifts_stream_the_same_numbers_with_ten_fewer_calls(small_checkpoint, small_artifact):
     target = load_target("x86")
     prepared = prepare_module(small_checkpoint, target)
     mod, _ = apply_records(prepared.mod, target.tvm(), None)
@@ -50,12 +52,15 @@ def test_merged_shifts_stream_the_same_numbers_with_ten_fewer_calls(small_checkp
     assert len(after) == len(before) - n_shifts
     assert not [n for n in after if _is_shift(merged, n)]
     assert len([n for n in after if "_shift_state" in n]) == n_shifts  # each into its consumer
+    # the session's small artifact is this model compiled with the merge (compile_artifact, no records):
+    # it streams the very numbers of the unmerged module
     rng = np.random.default_rng(0)
     frames = [rng.standard_normal(prepared.io.inputs["frame"]).astype(np.float32) for _ in range(4)]
-    size = prepared.io.inputs["shift_state"][1]
-    for (want_logits, want_state), (logits, state) in zip(_stream(mod, frames, size), _stream(merged, frames, size)):
-        np.testing.assert_array_equal(logits, want_logits)  # same loops, same order of arithmetic
-        np.testing.assert_array_equal(state, want_state)
+    stream = StreamingModel(small_artifact)
+    for frame, (want_logits, want_state) in zip(frames, _stream(mod, frames, prepared.io.inputs["shift_state"][1])):
+        np.testing.assert_array_equal(stream.run_prepared(frame), want_logits.reshape(-1))  # same loops, same order
+        for buffer, want in zip(stream.buffers(), buffers_nchw(stream.io, [want_state])):
+            np.testing.assert_array_equal(buffer, want)
 
 
 def test_a_shifted_activation_not_read_by_one_kernel_keeps_its_shift_kernel():
