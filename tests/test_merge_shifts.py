@@ -45,13 +45,19 @@ def test_merged_shifts_stream_the_same_numbers_with_ten_fewer_calls(small_checkp
     target = load_target("x86")
     prepared = prepare_module(small_checkpoint, target)
     mod, _ = apply_records(prepared.mod, target.tvm(), None)
-    merged = merge_shifts_into_consumers(mod)
+    merged = merge_shifts_into_consumers(mod, inline=True)  # as the x86 target: shift_merge "inline"
     before, after = _called(mod), _called(merged)
     n_shifts = len([n for n in before if _is_shift(mod, n)])
     assert n_shifts == len(prepared.io.state_parts) == 10
     assert len(after) == len(before) - n_shifts
     assert not [n for n in after if _is_shift(merged, n)]
-    assert len([n for n in after if "_shift_state" in n]) == n_shifts  # each into its consumer
+    merged_kernels = [n for n in after if "_shift_state" in n]
+    assert len(merged_kernels) == n_shifts  # each into its consumer
+    copied = merge_shifts_into_consumers(mod, inline=False)  # as ARM targets: "copy"
+    for name in merged_kernels:  # inlined into the tuned loops: no copy of the activation, then the state write
+        script = merged[name].script()
+        assert "shift_values" not in script and "state_update" in script, name
+        assert "shift_values" in copied[name].script(), name
     # the session's small artifact is this model compiled with the merge (compile_artifact, no records):
     # it streams the very numbers of the unmerged module
     rng = np.random.default_rng(0)
@@ -61,6 +67,10 @@ def test_merged_shifts_stream_the_same_numbers_with_ten_fewer_calls(small_checkp
         np.testing.assert_array_equal(stream.run_prepared(frame), want_logits.reshape(-1))  # same loops, same order
         for buffer, want in zip(stream.buffers(), buffers_nchw(stream.io, [want_state])):
             np.testing.assert_array_equal(buffer, want)
+    for (logits, state), (want_logits, want_state) in zip(_stream(copied, frames, prepared.io.inputs["shift_state"][1]),
+                                                          _stream(mod, frames, prepared.io.inputs["shift_state"][1])):
+        np.testing.assert_array_equal(logits, want_logits)
+        np.testing.assert_array_equal(state, want_state)
 
 
 def test_a_shifted_activation_not_read_by_one_kernel_keeps_its_shift_kernel():

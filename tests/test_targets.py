@@ -102,6 +102,8 @@ def test_unknown_target_compile_cli(tmp_path: Path) -> None:
         ({"tvm_target": "llvm -mcpu=x86-64-v3"}, "field 'tvm_target' must be a dict"),
         ({"colour": "red"}, "unknown field 'colour'"),
         ({"detect": ["gpu-count"]}, "unknown detector 'gpu-count'"),
+        ({"shift_merge": "fused"}, "field 'shift_merge' must be one of copy, inline"),
+        ({"shift_merge": True}, "field 'shift_merge' has the wrong type"),
     ],
 )
 def test_bad_target_file(tmp_path: Path, change: dict, expected: str) -> None:

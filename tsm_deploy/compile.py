@@ -18,7 +18,7 @@ from .atomic import atomic_output_dir, atomic_write_text
 from .checkpoint import LoadedCheckpoint
 from .errors import TsmDeployError
 from .models import preprocessing
-from .merge_shifts import merge_shifts_into_consumers
+from .merge_shifts import build_context, merge_shifts_into_consumers
 from .pipeline import ModelIO, TuningCoverage, apply_records, prepare_module
 from .runtime.manifest import MANIFEST_NAME, ClipIO, Manifest, StreamIO, TensorSpec, sha256_file
 from .targets import DeployTarget
@@ -119,13 +119,14 @@ def compile_artifact(
     prepared = prepare_module(checkpoint, target, frame_size=frame_size, progress=progress)
     tvm_target = target.tvm()
     mod, coverage = apply_records(prepared.mod, tvm_target, database)
-    mod = merge_shifts_into_consumers(mod)  # after the records: the tuned kernels keep their schedules
+    mod = merge_shifts_into_consumers(mod, inline=target.shift_merge == "inline")  # after the records
     if coverage.database:
         log.info("tuning records cover %d of %d tasks (%s)", coverage.tuned, coverage.tasks, coverage.database)
         for name in coverage.untuned:
             log.warning("no tuning record for task %s: default schedule", name)
     progress(f"building for {target.name}")
-    executable = tvm.compile(mod, tvm_target)
+    with build_context():
+        executable = tvm.compile(mod, tvm_target)
 
     with atomic_output_dir(Path(output)) as tmp:
         module_path = tmp / MODULE_FILE

@@ -2,11 +2,18 @@
 
 Why: a shift's own work is a few thousand float copies, but as a kernel of its own it costs a VM call,
 an output allocation and a packed function's argument checks, ten times per frame; on the default
-model that dispatch was most of the shift's overhead. Putting the shift's block in front of its
-consumer (the block's expansion convolution, already scheduled by its record) removes those calls
-without touching the tuned loops: the consumer keeps the schedule its record gave it, the tuner never
-sees the merged kernel (tune and compile prepare the same module; this runs after the records), and the
-shifted activation becomes a buffer inside the kernel rather than a tensor of the graph.
+model that dispatch was most of the shift's overhead. The merge keeps the consumer's tuned loops (its
+record's schedule; the tuner never sees the merged kernel: tune and compile prepare the same module and
+this runs after the records); a small loop after them writes this frame's channels into the state.
+
+Two ways, chosen per target (``shift_merge`` in the target file) by what was measured (session 7,
+default model): ``copy`` writes the shifted activation in front of the tuned loops (one thread, a loop
+over the pixels); ``inline`` inlines the shift's values into the tuned loops: they read the previous
+frame's channels straight from the state and the rest from the activation, and the shifted activation
+is never written. x86 (x86-avx2 records, paired TVM-only rounds on a 2-core VM, against the network
+without shifts): copy +1.9 % per frame at two threads, inline +0.7 %; exact x86 count +5.0 k -> +2.3 k
+instructions. Emulated Cortex-A72 (rasp4 records): inline +2.2 % instructions against copy's +0.3 %
+(its tuned loops keep a test per element), so ARM targets copy.
 
 ``s = call_tir(shift_state_k, (state, x))`` + ``y = call_tir(consumer, (..., s, ...))`` ->
 ``y = call_tir(consumer_shift_state_k, (..., state, x, ...))``. Merging into the producer instead
@@ -23,16 +30,27 @@ import tvm
 from tvm import relax
 from tvm.s_tir import SBlock, SBlockRealize
 
-from .transforms import SHIFT_ATTR, shift_block
+from .transforms import SHIFT_ATTR, SHIFT_VALUES_BLOCK, shift_values, state_update_block
 
 log = logging.getLogger(__name__)
 
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 _OPAQUE = 8  # TVM's kOpaque op pattern: nothing fuses with the merged kernel
 
+# Loop partitioning of constant loops: a merged kernel's channel loop is split at the shifted channels
+# (the condition marked ``likely``), so each part reads the state or the activation without a test per
+# element. Compile and the tuner's builder both build under it, so records are measured as compiled.
+BUILD_CONFIG = {"s_tir.LoopPartition": {"partition_const_loop": True}}
 
-def merge_shifts_into_consumers(mod: tvm.IRModule) -> tvm.IRModule:
-    """Merge every shift kernel of ``main`` into the one kernel that reads its output (see above)."""
+
+def build_context() -> tvm.transform.PassContext:
+    """The pass context every build of the project runs under (same optimisation level as TVM's default)."""
+    return tvm.transform.PassContext(opt_level=tvm.transform.PassContext.current().opt_level, config=BUILD_CONFIG)
+
+
+def merge_shifts_into_consumers(mod: tvm.IRModule, inline: bool = False) -> tvm.IRModule:
+    """Merge every shift kernel of ``main`` into the one kernel that reads its output (see above):
+    ``inline``: its values read inside the tuned loops; else written in front of them (a copy)."""
     main_gv = next((gv for gv in mod.get_global_vars() if gv.name_hint == "main"), None)
     if main_gv is None or not isinstance(mod[main_gv], relax.Function):
         return mod
@@ -55,7 +73,7 @@ def merge_shifts_into_consumers(mod: tvm.IRModule) -> tvm.IRModule:
         position = next((i for i, a in enumerate(args) if a.same_as(var)), None)
         if position is None or sum(a.same_as(var) for a in args) != 1:
             continue
-        kernel = _merged_kernel(mod[shift_gv], mod[consumer_gv], position)
+        kernel = _merged_kernel(mod[shift_gv], mod[consumer_gv], position, inline)
         if kernel is None:
             continue
         state, x = call.args[1].fields
@@ -97,9 +115,11 @@ def _callee(value: relax.Expr) -> tvm.ir.GlobalVar | None:
     return value.args[0] if isinstance(value.ty_args[0], relax.TensorType) else None
 
 
-def _merged_kernel(shift: tvm.tirx.PrimFunc, consumer: Any, position: int) -> tvm.tirx.PrimFunc | None:
-    """``consumer(..., shifted, ...)`` -> ``consumer(..., state, x, ...)``: the consumer's ``shifted``
-    parameter becomes a buffer of its root block, written first by the shift's block."""
+def _merged_kernel(shift: tvm.tirx.PrimFunc, consumer: Any, position: int, inline: bool) -> tvm.tirx.PrimFunc | None:
+    """``consumer(..., shifted, ...)`` -> ``consumer(..., state, x, ...)``: ``shifted`` becomes a buffer
+    of the kernel written first (or, ``inline``, the consumer's tuned loops read ``state`` for the shifted
+    channels and ``x`` for the rest), then a small loop writes ``x``'s shifted channels into the state
+    (after every read of it)."""
     if not isinstance(consumer, tvm.tirx.PrimFunc) or not isinstance(consumer.body, SBlockRealize):
         return None
     if len(shift.params) != 3 or position >= len(consumer.params) - 1:
@@ -110,15 +130,34 @@ def _merged_kernel(shift: tvm.tirx.PrimFunc, consumer: Any, position: int) -> tv
             and inner.dtype == shifted.dtype):
         return None
     spec = shift.attrs[SHIFT_ATTR]
-    block = shift_block(state, x, inner, int(spec["channels"]), int(spec["offset"]))
-    root = consumer.body.block
-    merged_root = SBlock([], [], [], "root", tvm.tirx.SeqStmt([block, root.body]), None,
-                         [inner, *root.alloc_buffers], list(root.match_buffers), root.annotations)
+    channels, offset = int(spec["channels"]), int(spec["offset"])
     params = [*consumer.params[:position], state, x, *consumer.params[position + 1 :]]
     attrs = {str(k): v for k, v in consumer.attrs.items()} if consumer.attrs is not None else {}
     attrs["op_pattern"] = _OPAQUE
-    return tvm.tirx.PrimFunc(params, SBlockRealize([], True, merged_root), consumer.ret_type,
-                             tvm.ir.make_node("ir.DictAttrs", **attrs))
+    # the shift as values of a buffer inside the kernel; inline: TVM's own schedule primitive rewrites
+    # every read of that buffer (and the reading blocks' regions) into reads of the state or x
+    with_values = _with_root(consumer, [shift_values(state, x, inner, channels, offset), consumer.body.block.body],
+                             [inner, *consumer.body.block.alloc_buffers])
+    with_values = tvm.tirx.PrimFunc(params, with_values.body, consumer.ret_type, tvm.ir.make_node("ir.DictAttrs", **attrs))
+    if not inline:
+        return _with_root(with_values, [*with_values.body.block.body.seq, state_update_block(state, x, channels, offset)],
+                          list(with_values.body.block.alloc_buffers))
+    schedule = tvm.s_tir.Schedule(with_values)
+    try:
+        schedule.compute_inline(schedule.get_sblock(SHIFT_VALUES_BLOCK))
+    except tvm.s_tir.ScheduleError as error:
+        log.warning("a shift keeps its own kernel: its consumer cannot inline it (%s)", type(error).__name__)
+        return None
+    inlined = schedule.mod["main"]
+    root = inlined.body.block
+    return _with_root(inlined, [root.body, state_update_block(state, x, channels, offset)], list(root.alloc_buffers))
+
+
+def _with_root(func: tvm.tirx.PrimFunc, body: list[Any], alloc_buffers: list[Any]) -> tvm.tirx.PrimFunc:
+    root = func.body.block
+    new_root = SBlock([], [], [], "root", tvm.tirx.SeqStmt(body), None, alloc_buffers, list(root.match_buffers),
+                      root.annotations)
+    return func.with_body(SBlockRealize([], True, new_root))
 
 
 @relax.expr_functor.mutator

@@ -43,7 +43,12 @@ _OPTIONAL = {
     "cross_compiler": (str, type(None)),
     "rpc_key": (str, type(None)),
     "tuning_logs": (str, type(None)),
+    "shift_merge": str,
 }
+# How a shift joins the tuned kernel that reads it (tsm_deploy.merge_shifts), chosen per target by the
+# instructions and latency it measured: "inline" reads the state inside the tuned loops, "copy" writes
+# the shifted activation in front of them.
+SHIFT_MERGES = ("copy", "inline")
 # Debian package that provides each cross compiler, for the error message when one is missing.
 CROSS_COMPILER_PACKAGES = {
     "aarch64-linux-gnu-g++": "g++-aarch64-linux-gnu",
@@ -63,6 +68,7 @@ class DeployTarget:
     cross_compiler: str | None = None
     rpc_key: str | None = None
     tuning_logs: str | None = None  # folder under tuning_logs/; None: no committed records
+    shift_merge: str = "copy"  # one of SHIFT_MERGES
     source: str = field(default="", compare=False)
 
     def tvm(self):
@@ -134,6 +140,8 @@ def _validate(data: Any, where: str) -> dict[str, Any]:
         raise TsmDeployError(f"target file {where}: field 'device' must be one of {', '.join(DEVICES)}")
     if data["arch"] not in ARCHES:
         raise TsmDeployError(f"target file {where}: field 'arch' must be one of {', '.join(ARCHES)}")
+    if data.get("shift_merge", "copy") not in SHIFT_MERGES:
+        raise TsmDeployError(f"target file {where}: field 'shift_merge' must be one of {', '.join(SHIFT_MERGES)}")
     for key in _LINE_FIELDS:
         value = data.get(key)
         if value is not None and not (value.strip() and value.isprintable()):
@@ -272,6 +280,7 @@ def load_target(name_or_path: str, cuda_arch: str | None = None) -> DeployTarget
         cross_compiler=data.get("cross_compiler"),
         rpc_key=data.get("rpc_key"),
         tuning_logs=data.get("tuning_logs"),
+        shift_merge=data.get("shift_merge", "copy"),
         source=source,
     )
     # Everything below hands the file's values to TVM and LLVM, which raise their own exception

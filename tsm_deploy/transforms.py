@@ -16,9 +16,10 @@
   longer kept alive until then (each held a storage block of its own: ten more allocations per frame).
   Measured, instructions per frame over the network without shifts: emulated Cortex-A72 +1.7 % ->
   +1.1 %, x86 (QEMU count of the x86-avx2 artifact) +2.0 % -> +1.3 %. ``main`` then stops returning
-  the state (the VM's result tuple and the runtime's item reads went with it). The kernel's loops are
-  one block (:func:`shift_block`) so that, after the tuning records, :mod:`.merge_shifts` can put the
-  same block in front of the convolution that reads the shifted activation.
+  the state (the VM's result tuple and the runtime's item reads went with it). The kernel is two
+  blocks, the shifted values (:func:`shift_values`) and the state update (:func:`state_update_block`),
+  so that, after the tuning records, :mod:`.merge_shifts` can inline the values into the convolution
+  that reads the shifted activation.
 """
 
 from __future__ import annotations
@@ -426,52 +427,73 @@ def _packing_kernel(shapes: Sequence[tuple[int, ...]], channels: Sequence[int], 
 
 
 SHIFT_ATTR = "tsm_deploy.shift"  # on each shift kernel: {"channels": c, "offset": part's offset}
+SHIFT_VALUES_BLOCK = "shift_values"
 
 
 def _shift_kernel(shape: Sequence[int], channels: int, offset: int, total: int, dtype: str) -> Any:
     """One online shift, NHWC: ``shifted = [state part, x[..., c:]]``, then the state part ``= x[..., :c]``
-    (in place: the state parameter is written): :func:`shift_block` under a root block."""
+    (in place: the state parameter is written): :func:`shift_values`, then :func:`state_update_block`."""
     from tvm.s_tir import SBlock, SBlockRealize
 
     dims = [IntImm("int64", int(d)) for d in shape]
     state = tvm.tirx.decl_buffer([IntImm("int64", 1), IntImm("int64", total)], dtype, "state")
     x = tvm.tirx.decl_buffer(dims, dtype, "x")
     shifted = tvm.tirx.decl_buffer(dims, dtype, "shifted")
-    root = SBlock([], [], [], "root", shift_block(state, x, shifted, channels, offset))
+    body = tvm.tirx.SeqStmt([shift_values(state, x, shifted, channels, offset),
+                             state_update_block(state, x, channels, offset)])
     attrs = {"s_tir": True, "tirx.noalias": True, "tirx.is_scheduled": True,
              SHIFT_ATTR: {"channels": channels, "offset": offset}}
-    return tvm.tirx.PrimFunc([state, x, shifted], SBlockRealize([], True, root),
+    return tvm.tirx.PrimFunc([state, x, shifted], SBlockRealize([], True, SBlock([], [], [], "root", body)),
                              attrs=tvm.ir.make_node("ir.DictAttrs", **attrs))
 
 
-def shift_block(state: Any, x: Any, shifted: Any, channels: int, offset: int) -> Any:
-    """The shift as one opaque block over the buffers given (``x``, ``shifted``: ``(1, H, W, C)``;
-    ``state``: ``(1, total)``), pixel by pixel: ``c`` channels from the state, ``C - c`` copied, then
-    ``c`` written to the state, each state element read before it is written. Plain loops inside (the
-    kernel is final: nothing tunes it); :mod:`.merge_shifts` puts the same block in front of the body of
-    the tuned kernel that reads ``shifted``."""
+def _i64(value: int) -> Any:
+    return IntImm("int64", value)
+
+
+def _state_index(offset: int, width: int, channels: int, h: Any, w: Any, k: Any) -> Any:
+    """Where channel ``k`` of pixel ``(h, w)`` lives in the flat state: the part's offset, then NHWC."""
+    return _i64(offset) + (h * _i64(width) + w) * _i64(channels) + k
+
+
+def shift_values(state: Any, x: Any, shifted: Any, channels: int, offset: int) -> Any:
+    """``shifted[0, h, w, k]`` = the state's element for ``k < c``, else ``x[0, h, w, k]`` (buffers
+    ``(1, H, W, C)`` and ``(1, total)``): one complete block that only defines values, so that
+    :mod:`.merge_shifts` can inline it into the tuned kernel that reads ``shifted`` (TVM's
+    ``compute_inline``). The condition is marked ``likely`` so that loop partitioning (see
+    :data:`tsm_deploy.merge_shifts.BUILD_CONFIG`) splits the channel loop at ``c`` instead of testing
+    every element."""
+    from tvm.ir import Range
     from tvm.s_tir import SBlock, SBlockRealize
-    from tvm.tirx import BufferLoad, BufferStore, For, ForKind, SeqStmt, Var
+    from tvm.tirx import BufferLoad, BufferRegion, BufferStore, For, ForKind, IterVar, Var, if_then_else, likely
 
-    _, h, w, c = (int(d) for d in x.shape)
+    dims = [int(d) for d in shifted.shape]
+    loop_vars = [Var(name, "int64") for name in "nhwc"]
+    block_vars = [IterVar(Range.from_min_extent(_i64(0), _i64(d)), Var("v" + name, "int64"), IterVar.DataPar)
+                  for name, d in zip("nhwc", dims)]
+    vn, vh, vw, vc = (iv.var for iv in block_vars)
+    value = if_then_else(likely(vc < _i64(channels)),
+                         BufferLoad(state, [_i64(0), _state_index(offset, dims[2], channels, vh, vw, vc)]),
+                         BufferLoad(x, [vn, vh, vw, vc]))
+    point = [Range.from_min_extent(v, _i64(1)) for v in (vn, vh, vw, vc)]
+    whole_state = [Range.from_min_extent(_i64(0), d) for d in state.shape]
+    block = SBlock(block_vars, [BufferRegion(state, whole_state), BufferRegion(x, point)],
+                   [BufferRegion(shifted, point)], SHIFT_VALUES_BLOCK, BufferStore(shifted, value, [vn, vh, vw, vc]))
+    stmt: Any = SBlockRealize(loop_vars, True, block)
+    for var, extent in reversed(list(zip(loop_vars, dims))):
+        stmt = For(var, _i64(0), _i64(extent), ForKind.SERIAL, stmt)
+    return stmt
 
-    def i64(v: int) -> Any:
-        return IntImm("int64", v)
 
-    vh, vw = Var("h", "int64"), Var("w", "int64")
+def state_update_block(state: Any, x: Any, channels: int, offset: int) -> Any:
+    """The state part ``= x[0, :, :, :c]``, pixel by pixel, as an opaque block: placed after every read
+    of the state (the shifted values need the previous frame's)."""
+    from tvm.s_tir import SBlock, SBlockRealize
+    from tvm.tirx import BufferLoad, BufferStore, For, ForKind, Var
 
-    def at(k: Any) -> Any:  # the state index of channel k of pixel (vh, vw)
-        return i64(offset) + (vh * i64(w) + vw) * i64(channels) + k
-
-    def loop(extent: int, store: Callable[[Any], Any]) -> Any:
-        k = Var("c", "int64")
-        return For(k, i64(0), i64(extent), ForKind.SERIAL, store(k))
-
-    pixel = SeqStmt([
-        loop(channels, lambda k: BufferStore(shifted, BufferLoad(state, [i64(0), at(k)]), [i64(0), vh, vw, k])),
-        loop(c - channels, lambda k: BufferStore(shifted, BufferLoad(x, [i64(0), vh, vw, k + i64(channels)]),
-                                                 [i64(0), vh, vw, k + i64(channels)])),
-        loop(channels, lambda k: BufferStore(state, BufferLoad(x, [i64(0), vh, vw, k]), [i64(0), at(k)])),
-    ])
-    loops = For(vh, i64(0), i64(h), ForKind.SERIAL, For(vw, i64(0), i64(w), ForKind.SERIAL, pixel))
-    return SBlockRealize([], True, SBlock([], [], [], "shift", loops))
+    _, h, w, _ = (int(d) for d in x.shape)
+    vh, vw, k = Var("h", "int64"), Var("w", "int64"), Var("c", "int64")
+    store = BufferStore(state, BufferLoad(x, [_i64(0), vh, vw, k]), [_i64(0), _state_index(offset, w, channels, vh, vw, k)])
+    loops = For(vh, _i64(0), _i64(h), ForKind.SERIAL, For(vw, _i64(0), _i64(w), ForKind.SERIAL,
+                For(k, _i64(0), _i64(channels), ForKind.SERIAL, store)))
+    return SBlockRealize([], True, SBlock([], [], [], "state_update", loops))

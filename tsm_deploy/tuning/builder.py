@@ -36,9 +36,12 @@ def _build_one(mod: tvm.IRModule, target: tvm.target.Target, cross_compiler: str
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
     from tvm.support import cc
 
+    from ..merge_shifts import build_context
+
     # measure the kernel without the weight layout rewrite (done once, at compile time)
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
-    lib = tvm_build(mod, target=target)
+    with build_context():
+        lib = tvm_build(mod, target=target)
     path = os.path.join(tempfile.mkdtemp(prefix="tsm-tune-"), "candidate.so")
     if cross_compiler:
         lib.export_library(path, fcompile=cc.cross_compiler(cross_compiler))
