@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tsm_deploy.evaluate.bench import RUNNERS, BenchReport, RunnerStats, benchmark, overhead_pct, write_report
+from tsm_deploy.evaluate.bench import (
+    RUNNERS,
+    BenchReport,
+    RunnerStats,
+    benchmark,
+    overhead_pct,
+    paired_overhead,
+    write_report,
+)
+from tsm_deploy.evaluate.bench.measure import round_order
 from tsm_deploy.checkpoint import default_checkpoint, save_checkpoint
 from tsm_deploy.cli import main
 from tsm_deploy.compile import compile_artifact
@@ -43,7 +52,8 @@ def report(small) -> BenchReport:
         artifact, checkpoint, frames=8, warmup=2, threads=1, round_size=3,
         progress=lambda done, total: seen.append((done, total)), stage=stages.append,
     )
-    assert seen and seen[-1][0] == seen[-1][1] == 8 * 6  # 3 runners + their no-shift twins
+    assert seen and seen[-1][0] == seen[-1][1] == 8 * 9  # 3 runners side by side, then each with its twin
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert any("without shifts" in s for s in stages)
     return result
 
@@ -76,6 +86,10 @@ def test_shift_overhead(report: BenchReport) -> None:
         assert o["shift_median_ms"] > 0 and o["noshift_median_ms"] > 0
         assert o["overhead_pct"] == pytest.approx(overhead_pct(o["shift_median_ms"], o["noshift_median_ms"]))
         assert STATS_KEYS <= set(overhead["noshift_runners"][name])
+        assert overhead["shift_runners"][name]["median_ms"] == o["shift_median_ms"]  # the pair run's
+        low, high = o["paired_ci95_pct"]  # read round by round: 8 frames in rounds of 3 -> 3 rounds
+        assert o["rounds"] == 3 and low <= o["paired_overhead_pct"] <= high
+    assert "per round" in overhead["paired_definition"]
     # the baseline was compiled "the same way": coverage of both graphs is reported
     tuning = data["tuning"]
     # on CPU targets the shifts run hand-written kernels (nothing to tune): both graphs have the same tasks
@@ -96,6 +110,38 @@ def test_overhead_and_stats_arithmetic() -> None:
     assert stats.median_ms == pytest.approx(50.5)
     assert stats.p10_ms == pytest.approx(10.9) and stats.p90_ms == pytest.approx(90.1)
     assert stats.fps == pytest.approx(1000 / 50.5) and stats.peak_rss_mb == pytest.approx(100)
+
+
+def test_paired_overhead_cancels_what_a_round_shares() -> None:
+    # the machine slows down 1x..4x from round to round; within a round the shift costs 2 % more:
+    # the pooled medians mix the slow spells, the paired rounds see the 2 % only
+    rounds, size = 40, 5
+    slow = [1.0 + 3.0 * ((7 * k) % rounds) / rounds for k in range(rounds)]
+    base = [slow[k] * (1.0 + 0.01 * i) for k in range(rounds) for i in range(size)]
+    shifted = [t * 1.02 for t in base]
+    result = paired_overhead(shifted, base, size)
+    assert result["rounds"] == rounds
+    assert result["paired_overhead_pct"] == pytest.approx(2.0)
+    assert result["paired_ci95_pct"] == pytest.approx([2.0, 2.0])
+    noisy = paired_overhead([t * (1.02 if k % 2 else 1.0) for k, t in enumerate(base)], base, size)
+    low, high = noisy["paired_ci95_pct"]
+    assert 0.0 <= low <= noisy["paired_overhead_pct"] <= high <= 2.0
+    with pytest.raises(TsmDeployError):
+        paired_overhead(shifted[:-1], base, size)
+
+
+def test_round_order_keeps_twins_back_to_back() -> None:
+    groups = [["tvm", "tvm_noshift"], ["ort", "ort_noshift"], ["pt", "pt_noshift"]]
+    seen_first = {"tvm": 0, "tvm_noshift": 0}
+    for k in range(6):
+        order = round_order(groups, k)
+        assert sorted(order) == sorted(n for g in groups for n in g)
+        for twin in ("tvm", "ort", "pt"):
+            i, j = order.index(twin), order.index(f"{twin}_noshift")
+            assert abs(i - j) == 1
+        seen_first["tvm" if order.index("tvm") < order.index("tvm_noshift") else "tvm_noshift"] += 1
+        assert order[0] in groups[k % 3]  # the groups take turns first
+    assert seen_first == {"tvm": 3, "tvm_noshift": 3}  # each twin goes first half the time
 
 
 def test_bench_cli(small, tmp_path: Path) -> None:

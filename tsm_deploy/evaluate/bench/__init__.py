@@ -25,8 +25,15 @@ much the RSS grew while the runner was created and warmed up, a rough measure of
 Shift overhead: the same network without its ten temporal shifts (``ModelConfig(shift=False)``,
 same weights) is compiled for the same TVM target with the same fusion and the same tuning database
 as the artifact (MetaSchedule matches records by workload, so the kernels the two graphs share get
-the same schedules; the coverage of both is reported), and benchmarked in the same rounds:
-``overhead % = (median with shift / median without - 1) * 100``, for TVM, ORT and PyTorch alike.
+the same schedules; the coverage of both is reported). After the side-by-side run, each runtime is
+timed again alone with its no-shift twin, the two back to back in every round (:mod:`.measure`; the
+other runtimes' thread pools, still spinning after their turn, made the side-by-side rounds too noisy
+for a 1 % question): ``overhead % = (median with shift / median without - 1) * 100`` over that pair
+run, for TVM, ORT and PyTorch alike, and
+read round by round (``paired_overhead_pct`` with a bootstrap 95 % interval,
+:func:`.report.paired_overhead`): the twins of a round share the machine's state of that moment, so
+the paired figure resolves what a pooled median on a shared machine cannot (on the 2-core VM here an
+artifact timed against itself this way reads within +-0.6 %).
 
 Speed claims live in ``benchmarks/*.json`` (measured by ``scripts/bench.py``), never in tests.
 """
@@ -49,13 +56,14 @@ from ..runners import ArtifactRunner, OnnxRuntimeRunner, SteppingRunner, TorchRu
 from .machine import _load_average, machine_info
 from .measure import measure
 from .memory import _PeakRss
-from .report import RUNNERS, BenchReport, RemoteBenchReport, RunnerStats, overhead_pct, write_report
+from .report import RUNNERS, BenchReport, RemoteBenchReport, RunnerStats, overhead_pct, paired_overhead, write_report
 
 log = logging.getLogger(__name__)
 
 DEFAULT_FRAMES = 200
 DEFAULT_WARMUP = 20
 DEFAULT_ROUND_SIZE = 10
+DEFAULT_SETTLE = 2  # untimed frames at the start of each runner's block (see .measure)
 DISTINCT_FRAMES = 16  # prepared frames cycled through (content does not change a CNN's latency)
 PEAK_RSS_NOTE = (
     "peak_rss_mb: process RSS high-water mark while this runner ran (setup + its rounds); all runners "
@@ -181,9 +189,24 @@ def benchmark(
                 "onnxruntime_noshift")
             add(lambda: TorchRunner(base_model, "pytorch_noshift", prepare=prepare), "pytorch_noshift")
         _set_threads(threads)  # after compiling: constant folding may have started TVM's pool
-        stage(f"timing {frames} frames x {len(runners)} runners ({warmup} warm-up each, rounds of {round_size})")
-        stats = measure(runners, setup_rss, prepared, frames, warmup, round_size, peak, progress)
+        by_name = {r.name: r for r in runners}
+        phases = [[[by_name[n]] for n in RUNNERS]]  # side by side: the three runtimes take turns
+        if shift_overhead:  # then each runtime alone with its twin (nothing else's thread pool in between)
+            phases += [[[by_name[n], by_name[f"{n}_noshift"]]] for n in RUNNERS]
+        total = frames * len(runners) + (frames * len(RUNNERS) if shift_overhead else 0)
+        stage(f"timing {frames} frames per runner: side by side, then each runtime with its no-shift twin "
+              f"({warmup} warm-up each, rounds of {round_size})" if shift_overhead else
+              f"timing {frames} frames x {len(runners)} runners ({warmup} warm-up each, rounds of {round_size})")
+        timed: list[tuple[dict[str, RunnerStats], dict[str, list[float]]]] = []
+        for groups in phases:
+            offset = sum(len(group) for phase in phases[:len(timed)] for group in phase) * frames
+            timed.append(measure(groups, setup_rss, prepared, frames, warmup, round_size, peak,
+                                 lambda done, _, offset=offset: progress(offset + done, total), settle=DEFAULT_SETTLE))
         runners.clear()  # unload the baseline's module before its directory goes
+        by_name.clear()
+    stats = timed[0][0]
+    pairs = {n: timed[1 + i] for i, n in enumerate(RUNNERS)} if shift_overhead else {}
+    paired = {n: paired_overhead(samples[n], samples[f"{n}_noshift"], round_size) for n, (_, samples) in pairs.items()}
 
     machine = machine_info()
     machine["load_average_start"] = load_start
@@ -199,14 +222,17 @@ def benchmark(
         target=manifest.target["name"],
         model={k: v for k, v in manifest.model.items() if k not in ("source",)},
         runners={name: stats[name] for name in RUNNERS},
-        noshift={name: stats[f"{name}_noshift"] for name in RUNNERS} if shift_overhead else None,
+        noshift={name: pair[f"{name}_noshift"] for name, (pair, _) in pairs.items()} if shift_overhead else None,
+        paired_runners={name: pair[name] for name, (pair, _) in pairs.items()} if shift_overhead else None,
         tuning=tuning,
         machine=machine,
+        paired=paired or None,
         settings={
             "frames": frames,
             "warmup": warmup,
             "threads": threads,
             "round_size": round_size,
+            "settle": DEFAULT_SETTLE,
             "distinct_frames": len(prepared),
             "seed": seed,
             "step": "clip" if manifest.kind == "clip" else "frame",  # what one timed sample is

@@ -1,4 +1,12 @@
-"""The timing loop: warm each runner alone, then interleave them in rotating rounds."""
+"""The timing loop: warm each runner alone, then interleave them in rotating rounds.
+
+Runners come in groups (a runner and its no-shift twin): a group's members run back to back in every
+round, their order flipped every other round, and the groups take turns first. So a twin pair meets
+the same background load and the same neighbours (the thread pools the previous runner left
+spinning), and the shift overhead can be read round by round (:func:`.report.paired_overhead`).
+Each runner's block starts with ``settle`` untimed frames of its own stream: what the previous runner
+left behind (its data in the caches, its thread pool still spinning) then costs nobody's timed frames.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +20,15 @@ from .memory import _PeakRss
 from .report import RunnerStats
 
 
+def round_order(groups: list[list[SteppingRunner]], round_index: int) -> list[SteppingRunner]:
+    """Who runs in round ``round_index``: the groups rotated, each group reversed on odd rounds."""
+    shift = round_index % len(groups)
+    rotated = groups[shift:] + groups[:shift]
+    return [runner for group in rotated for runner in (group[::-1] if round_index % 2 else group)]
+
+
 def measure(
-    runners: list[SteppingRunner],
+    groups: list[list[SteppingRunner]],
     setup_rss: dict[str, int],
     frames: np.ndarray,
     count: int,
@@ -21,7 +36,10 @@ def measure(
     round_size: int,
     peak: _PeakRss,
     progress: Callable[[int, int], None],
-) -> dict[str, RunnerStats]:
+    settle: int = 0,
+) -> tuple[dict[str, RunnerStats], dict[str, list[float]]]:
+    """Per runner: its statistics and its samples (seconds, in round order: ``round_size`` per round)."""
+    runners = [runner for group in groups for runner in group]
     total = count * len(runners)
     samples: dict[str, list[float]] = {r.name: [] for r in runners}
     peaks: dict[str, int] = {r.name: 0 for r in runners}
@@ -38,15 +56,15 @@ def measure(
     round_index = 0
     position = {r.name: 0 for r in runners}
     while done < total:
-        shift = round_index % len(runners)
-        order = runners[shift:] + runners[:shift]  # rotate who goes first
-        for runner in order:
-            left = count - len(samples[runner.name])
-            n = min(round_size, left)
+        for runner in round_order(groups, round_index):
+            n = min(round_size, count - len(samples[runner.name]))
             if n <= 0:
                 continue
             times = samples[runner.name]
             peak.reset()
+            for _ in range(settle):
+                runner.step(frames[position[runner.name] % len(frames)])
+                position[runner.name] += 1
             for _ in range(n):
                 frame = frames[position[runner.name] % len(frames)]
                 position[runner.name] += 1
@@ -58,6 +76,7 @@ def measure(
             done += n
             progress(done, total)
         round_index += 1
-    return {
+    stats = {
         r.name: RunnerStats.from_samples(r.name, samples[r.name], peaks[r.name], setup_rss[r.name]) for r in runners
     }
+    return stats, samples

@@ -57,6 +57,34 @@ def overhead_pct(with_shift_ms: float, without_shift_ms: float) -> float:
     return (with_shift_ms / without_shift_ms - 1.0) * 100.0
 
 
+PAIRED_DEFINITION = (
+    "paired: per round, median of the round's frames with shift / median of the twin's frames of the "
+    "same round (run back to back); (median of those ratios - 1) * 100; ci95: bootstrap over rounds "
+    "(2000 resamples, seed 0), 2.5th-97.5th percentile"
+)
+
+
+def paired_overhead(with_shift: list[float], without_shift: list[float], round_size: int,
+                    resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The shift overhead read round by round: the two samples lists hold ``round_size`` frames per
+    round, in round order, timed back to back in each round (:mod:`.measure`). A slow spell of the
+    machine hits both members of a round alike, so the ratio of a round cancels it; the median over
+    rounds and a bootstrap interval say how sure the figure is."""
+    if len(with_shift) != len(without_shift) or not with_shift or round_size < 1:
+        raise TsmDeployError("paired overhead needs two equally long, non-empty sample lists")
+    a, b = np.asarray(with_shift, np.float64), np.asarray(without_shift, np.float64)
+    bounds = range(0, a.size, round_size)
+    ratios = np.array([np.median(a[i:i + round_size]) / np.median(b[i:i + round_size]) for i in bounds])
+    rng = np.random.default_rng(seed)
+    boot = np.median(rng.choice(ratios, size=(resamples, ratios.size)), axis=1)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return {
+        "paired_overhead_pct": float((np.median(ratios) - 1.0) * 100.0),
+        "paired_ci95_pct": [float((low - 1.0) * 100.0), float((high - 1.0) * 100.0)],
+        "rounds": int(ratios.size),
+    }
+
+
 @dataclass
 class BenchReport:
     artifact: str
@@ -68,21 +96,29 @@ class BenchReport:
     machine: dict[str, Any]
     settings: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    paired: dict[str, dict[str, Any]] | None = None  # runner -> paired_overhead(...), with noshift
+    paired_runners: dict[str, RunnerStats] | None = None  # each runner again, timed with its no-shift twin
 
     @property
     def shift_overhead(self) -> dict[str, Any] | None:
         if self.noshift is None:
             return None
         result: dict[str, Any] = {}
+        with_shift = self.paired_runners or self.runners
         for name in RUNNERS:
-            shift, base = self.runners[name].median_ms, self.noshift[name].median_ms
+            shift, base = with_shift[name].median_ms, self.noshift[name].median_ms
             result[name] = {
                 "shift_median_ms": shift,
                 "noshift_median_ms": base,
                 "overhead_pct": overhead_pct(shift, base),
+                **((self.paired or {}).get(name) or {}),
             }
         result["noshift_runners"] = {name: stats.to_dict() for name, stats in self.noshift.items()}
+        if self.paired_runners:
+            result["shift_runners"] = {name: stats.to_dict() for name, stats in self.paired_runners.items()}
         result["definition"] = "(median with shift / median of the same network without shift - 1) * 100"
+        if self.paired:
+            result["paired_definition"] = PAIRED_DEFINITION
         return result
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,12 +147,17 @@ class BenchReport:
             )
         overhead = self.shift_overhead
         if overhead:
-            lines.append("shift overhead (same network and weights without the shifts; TVM: same tuning records):")
+            lines.append("shift overhead (same network and weights without the shifts; TVM: same tuning records; "
+                         "each runtime timed with its twin):")
             for name in RUNNERS:
                 o = overhead[name]
+                paired = ""
+                if "paired_overhead_pct" in o:
+                    low, high = o["paired_ci95_pct"]
+                    paired = f"   paired rounds {o['paired_overhead_pct']:+6.2f} % (95 % CI {low:+.2f} .. {high:+.2f})"
                 lines.append(
                     f"  {name:<12} {o['shift_median_ms']:>7.2f} ms vs {o['noshift_median_ms']:>7.2f} ms  "
-                    f"{o['overhead_pct']:+6.1f} %"
+                    f"{o['overhead_pct']:+6.1f} %{paired}"
                 )
         shift_cov = self.tuning.get("shift") or {}
         noshift_cov = self.tuning.get("noshift")
