@@ -63,12 +63,13 @@ def test_merged_shifts_stream_the_same_numbers_with_ten_fewer_calls(small_checkp
     rng = np.random.default_rng(0)
     frames = [rng.standard_normal(prepared.io.inputs["frame"]).astype(np.float32) for _ in range(4)]
     stream = StreamingModel(small_artifact)
-    for frame, (want_logits, want_state) in zip(frames, _stream(mod, frames, prepared.io.inputs["shift_state"][1])):
+    unmerged = _stream(mod, frames, prepared.io.inputs["shift_state"][1])
+    for frame, (want_logits, want_state) in zip(frames, unmerged):
         np.testing.assert_array_equal(stream.run_prepared(frame), want_logits.reshape(-1))  # same loops, same order
         for buffer, want in zip(stream.buffers(), buffers_nchw(stream.io, [want_state])):
             np.testing.assert_array_equal(buffer, want)
     for (logits, state), (want_logits, want_state) in zip(_stream(copied, frames, prepared.io.inputs["shift_state"][1]),
-                                                          _stream(mod, frames, prepared.io.inputs["shift_state"][1])):
+                                                          unmerged):
         np.testing.assert_array_equal(logits, want_logits)
         np.testing.assert_array_equal(state, want_state)
 
