@@ -11,9 +11,10 @@ default model): ``copy`` writes the shifted activation in front of the tuned loo
 over the pixels); ``inline`` inlines the shift's values into the tuned loops: they read the previous
 frame's channels straight from the state and the rest from the activation, and the shifted activation
 is never written. x86 (x86-avx2 records, paired TVM-only rounds on a 2-core VM, against the network
-without shifts): copy +1.9 % per frame at two threads, inline +0.35 to +0.74 % (the bench's own
-pair runs, warm caches: +0.7 to +1.9 %); exact x86 count +5.0 k -> +2.3 k instructions. Emulated Cortex-A72 (rasp4 records): inline +2.2 % instructions against copy's +0.3 %
-(its tuned loops keep a test per element), so ARM targets copy.
+without shifts): copy +1.9 % per frame at two threads, inline +0.35 to +0.99 % (the bench's own
+pair runs: +0.3 to +1.9 %, by how busy the VM was); exact x86 count +5.0 k -> +2.3 k instructions.
+Emulated Cortex-A72 (rasp4 records): inline +2.2 % instructions against copy's +0.3 % (its tuned
+loops keep a test per element), so ARM targets copy.
 
 ``s = call_tir(shift_state_k, (state, x))`` + ``y = call_tir(consumer, (..., s, ...))`` ->
 ``y = call_tir(consumer_shift_state_k, (..., state, x, ...))``. Merging into the producer instead
