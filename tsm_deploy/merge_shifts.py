@@ -135,30 +135,29 @@ def _merged_kernel(shift: tvm.tirx.PrimFunc, consumer: Any, position: int, inlin
     params = [*consumer.params[:position], state, x, *consumer.params[position + 1 :]]
     attrs = {str(k): v for k, v in consumer.attrs.items()} if consumer.attrs is not None else {}
     attrs["op_pattern"] = _OPAQUE
-    # the shift as values of a buffer inside the kernel; inline: TVM's own schedule primitive rewrites
-    # every read of that buffer (and the reading blocks' regions) into reads of the state or x
-    with_values = _with_root(consumer, [shift_values(state, x, inner, channels, offset), consumer.body.block.body],
-                             [inner, *consumer.body.block.alloc_buffers])
-    with_values = tvm.tirx.PrimFunc(params, with_values.body, consumer.ret_type, tvm.ir.make_node("ir.DictAttrs", **attrs))
+    root = consumer.body.block
+
+    def kernel(body: list[Any], alloc_buffers: list[Any]) -> tvm.tirx.PrimFunc:
+        new_root = SBlock([], [], [], "root", tvm.tirx.SeqStmt(body), None, alloc_buffers, list(root.match_buffers),
+                          root.annotations)
+        return tvm.tirx.PrimFunc(params, SBlockRealize([], True, new_root), consumer.ret_type,
+                                 tvm.ir.make_node("ir.DictAttrs", **attrs))
+
+    # the shift as values of a buffer inside the kernel, then the state update after the tuned loops
+    values = shift_values(state, x, inner, channels, offset)
+    update = state_update_block(state, x, channels, offset)
     if not inline:
-        return _with_root(with_values, [*with_values.body.block.body.seq, state_update_block(state, x, channels, offset)],
-                          list(with_values.body.block.alloc_buffers))
-    schedule = tvm.s_tir.Schedule(with_values)
+        return kernel([values, root.body, update], [inner, *root.alloc_buffers])
+    # inline: TVM's own schedule primitive rewrites every read of that buffer (and the reading blocks'
+    # regions) into reads of the state or x
+    schedule = tvm.s_tir.Schedule(kernel([values, root.body], [inner, *root.alloc_buffers]))
     try:
         schedule.compute_inline(schedule.get_sblock(SHIFT_VALUES_BLOCK))
     except tvm.s_tir.ScheduleError as error:
         log.warning("a shift keeps its own kernel: its consumer cannot inline it (%s)", type(error).__name__)
         return None
-    inlined = schedule.mod["main"]
-    root = inlined.body.block
-    return _with_root(inlined, [root.body, state_update_block(state, x, channels, offset)], list(root.alloc_buffers))
-
-
-def _with_root(func: tvm.tirx.PrimFunc, body: list[Any], alloc_buffers: list[Any]) -> tvm.tirx.PrimFunc:
-    root = func.body.block
-    new_root = SBlock([], [], [], "root", tvm.tirx.SeqStmt(body), None, alloc_buffers, list(root.match_buffers),
-                      root.annotations)
-    return func.with_body(SBlockRealize([], True, new_root))
+    inlined = schedule.mod["main"].body.block
+    return kernel([inlined.body, update], list(inlined.alloc_buffers))
 
 
 @relax.expr_functor.mutator

@@ -140,7 +140,7 @@ def _validate(data: Any, where: str) -> dict[str, Any]:
         raise TsmDeployError(f"target file {where}: field 'device' must be one of {', '.join(DEVICES)}")
     if data["arch"] not in ARCHES:
         raise TsmDeployError(f"target file {where}: field 'arch' must be one of {', '.join(ARCHES)}")
-    if data.get("shift_merge", "copy") not in SHIFT_MERGES:
+    if data.get("shift_merge", DeployTarget.shift_merge) not in SHIFT_MERGES:
         raise TsmDeployError(f"target file {where}: field 'shift_merge' must be one of {', '.join(SHIFT_MERGES)}")
     for key in _LINE_FIELDS:
         value = data.get(key)
@@ -280,7 +280,7 @@ def load_target(name_or_path: str, cuda_arch: str | None = None) -> DeployTarget
         cross_compiler=data.get("cross_compiler"),
         rpc_key=data.get("rpc_key"),
         tuning_logs=data.get("tuning_logs"),
-        shift_merge=data.get("shift_merge", "copy"),
+        shift_merge=data.get("shift_merge", DeployTarget.shift_merge),
         source=source,
     )
     # Everything below hands the file's values to TVM and LLVM, which raise their own exception

@@ -190,22 +190,22 @@ def benchmark(
             add(lambda: TorchRunner(base_model, "pytorch_noshift", prepare=prepare), "pytorch_noshift")
         _set_threads(threads)  # after compiling: constant folding may have started TVM's pool
         by_name = {r.name: r for r in runners}
-        phases = [[[by_name[n]] for n in RUNNERS]]  # side by side: the three runtimes take turns
-        if shift_overhead:  # then each runtime alone with its twin (nothing else's thread pool in between)
-            phases += [[[by_name[n], by_name[f"{n}_noshift"]]] for n in RUNNERS]
-        total = frames * len(runners) + (frames * len(RUNNERS) if shift_overhead else 0)
-        stage(f"timing {frames} frames per runner: side by side, then each runtime with its no-shift twin "
-              f"({warmup} warm-up each, rounds of {round_size})" if shift_overhead else
-              f"timing {frames} frames x {len(runners)} runners ({warmup} warm-up each, rounds of {round_size})")
-        timed: list[tuple[dict[str, RunnerStats], dict[str, list[float]]]] = []
-        for groups in phases:
-            offset = sum(len(group) for phase in phases[:len(timed)] for group in phase) * frames
-            timed.append(measure(groups, setup_rss, prepared, frames, warmup, round_size, peak,
-                                 lambda done, _, offset=offset: progress(offset + done, total), settle=DEFAULT_SETTLE))
+        total = frames * len(runners) + (frames * len(RUNNERS) if shift_overhead else 0)  # each twin pair reruns
+
+        def timed(groups: list[list[SteppingRunner]], before: int) -> tuple[dict[str, RunnerStats], dict[str, list[float]]]:
+            return measure(groups, setup_rss, prepared, frames, warmup, round_size, peak,
+                           lambda done, _: progress(before + done, total), settle=DEFAULT_SETTLE)
+
+        stage(f"timing {frames} frames x {len(RUNNERS)} runners side by side"
+              + (", then each with its no-shift twin" if shift_overhead else "")
+              + f" ({warmup} warm-up each, rounds of {round_size})")
+        stats, _ = timed([[by_name[n]] for n in RUNNERS], 0)  # side by side: the three runtimes take turns
+        pairs = {}  # then each runtime alone with its twin (nothing else's thread pool in between)
+        if shift_overhead:
+            for i, n in enumerate(RUNNERS):
+                pairs[n] = timed([[by_name[n], by_name[f"{n}_noshift"]]], frames * (len(RUNNERS) + 2 * i))
         runners.clear()  # unload the baseline's module before its directory goes
         by_name.clear()
-    stats = timed[0][0]
-    pairs = {n: timed[1 + i] for i, n in enumerate(RUNNERS)} if shift_overhead else {}
     paired = {n: paired_overhead(samples[n], samples[f"{n}_noshift"], round_size) for n, (_, samples) in pairs.items()}
 
     machine = machine_info()
