@@ -66,11 +66,13 @@ class _RunsCode:
         return (os.system, (f"touch {_RunsCode.marker}",))
 
 
-def test_checkpoint_that_would_run_code_is_refused(tmp_path):
+def test_checkpoint_that_would_run_code_runs_none(tmp_path, small_checkpoint):
     _RunsCode.marker = str(tmp_path / "pwned")
     path = tmp_path / "evil.pth"
-    torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": _RunsCode()}, path)
-    with pytest.raises(TsmDeployError, match="refusing to load"):
+    torch.save({"state_dict": small_checkpoint.state_dict, "payload": _RunsCode()}, path)
+    assert load_checkpoint(path, {"input_size": 64}).config == small_checkpoint.config  # payload left out
+    torch.save({"state_dict": {**small_checkpoint.state_dict, "payload": _RunsCode()}}, path)
+    with pytest.raises(TsmDeployError, match="refusing to load"):  # in the weights: refused
         load_checkpoint(path)
     assert not (tmp_path / "pwned").exists()
 

@@ -1,8 +1,12 @@
 """Checkpoints -> (ModelConfig, state_dict), with one clear error for each way a file can be wrong.
 
 Layouts understood (see :mod:`.layouts`): tsm-deploy's own (config + weights), the original online
-demo's bare state dict, the original training code's ``{"state_dict": {"module.…"}}``. Files are read
-by :mod:`.reader` with ``weights_only=True``. The embedded default model lives in :mod:`.default`.
+demo's bare state dict, the original training code's ``{"state_dict": {"module.…"}}`` (optimizer
+state and all), the original's and MMAction2's offline checkpoints, mmengine's training checkpoints
+(``meta``, ``state_dict``, ``message_hub``, ``optimizer``, ``param_schedulers``). Files are read by
+:mod:`.reader` without running code from them (``weights_only=True``, else placeholders for what is
+not weights); the entries not needed to compile are logged. The embedded default model lives in
+:mod:`.default`.
 """
 
 from __future__ import annotations
@@ -105,11 +109,28 @@ def load_checkpoint(path: str | Path, overrides: Mapping[str, Any] | None = None
 
     path = Path(path)
     obj, sha = read_checkpoint_file(path)
-    found = interpret(obj, path.name, overrides or {})
+    # the file's name and its folder's: the original code names the run folder
+    # (``TSM_..._segment8_e50/ckpt.best.pth.tar``), mmengine the work dir after the config
+    found = interpret(obj, str(Path(path.parent.name) / path.name), overrides or {})
     check_fits(found.state_dict, found.config)
+    skipped = unused_entries(obj)
+    if skipped:
+        log.info("%s: weights read from 'state_dict'; skipped %s (not needed to compile)", path, ", ".join(skipped))
     log.info("loaded %s checkpoint %s: %s", found.layout, path, found.config)
     return LoadedCheckpoint(config=found.config, state_dict=found.state_dict, source=str(path), sha256=sha,
                             layout=found.layout, labels=found.labels, task=found.task)
+
+
+# top-level entries some layout reads (see :mod:`.layouts` and :mod:`.offline`); the rest is training state
+USED_ENTRIES = ("tsm_deploy_format", "config", "state_dict", "labels", "task", "meta", "arch")
+
+
+def unused_entries(obj: Any) -> list[str]:
+    """The top-level entries of a ``{"state_dict": ...}`` checkpoint that no layout reads (mmengine's
+    ``message_hub``, ``optimizer``, ``param_schedulers``; the original code's ``optimizer``, ``epoch``...)."""
+    if not isinstance(obj, Mapping) or "state_dict" not in obj:
+        return []
+    return [k if isinstance(k, str) and k.isprintable() else repr(k)[:40] for k in obj if k not in USED_ENTRIES]
 
 
 def resolve_checkpoint(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> LoadedCheckpoint:
@@ -179,4 +200,5 @@ __all__ = [
     "save_checkpoint",
     "serialise_checkpoint",
     "sha256_bytes",
+    "unused_entries",
 ]

@@ -216,6 +216,22 @@ def _config_values(text: str, name: str) -> list[str]:
     return re.findall(rf"\b{name}\s*=\s*([^,\s)]+)", text)
 
 
+def _bracketed_values(text: str, name: str) -> list[str]:
+    """Every value of ``name = (...)`` / ``'name': [...]`` in ``text``, brackets balanced: nested
+    tuples and mmengine's multi-line ``pretty_text`` (one element per line) included."""
+    values = []
+    for match in re.finditer(rf"""(?:\b{name}\s*=|['"]{name}['"]\s*:)\s*([(\[])""", text):
+        depth, start = 0, match.start(1)
+        for end in range(start, len(text)):
+            depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(text[end], 0)
+            if depth == 0:
+                values.append(text[start : end + 1])
+                break
+        else:
+            values.append(text[start:])  # unbalanced (cut off): judge what is there
+    return values
+
+
 def parse_mmaction2_config(text: str) -> _Hints:
     """Hints from an MMAction2 config text (``meta["cfg"]`` / ``meta["config"]``); MMAction2's defaults
     (8 segments, fold 1/8, blockres, no pooling) fill what the config leaves out."""
@@ -246,7 +262,7 @@ def parse_mmaction2_config(text: str) -> _Hints:
     hints.shift = one("is_shift", "True") == "True"
     if one("style", "pytorch") == "caffe":
         hints.unsupported.append("caffe-style ResNet (stride on conv1; MMAction2 config)")
-    if any(v == "1" for v in re.findall(r"\bnon_local\s*=\s*\(([^)]*)\)", text) for v in re.split(r"[\s,()]+", v)):
+    if any(re.search(r"\b[1-9]\d*\b", v) for v in _bracketed_values(text, "non_local")):
         hints.unsupported.append("non-local blocks (MMAction2 config)")
     if hints.shift is False:
         hints.placement = None
