@@ -24,6 +24,7 @@ from typing import Callable
 from . import __version__
 from .atomic import atomic_output_file
 from .errors import TsmDeployError
+from .runtime.errors import WriteFailed, describe_os_error
 from .runtime.manifest import MANIFEST_NAME, Manifest, read_manifest
 
 log = logging.getLogger(__name__)
@@ -128,10 +129,30 @@ def make_bundle(artifact_dir: Path, output: Path | None = None, progress: Callab
     if not (artifact_dir / MANIFEST_NAME).exists():
         raise TsmDeployError(f"{artifact_dir} is not a tsm-deploy artifact (no {MANIFEST_NAME})")
     output = Path(output) if output else artifact_dir.with_name(artifact_dir.name + ".tar.gz")
-    with tempfile.TemporaryDirectory(prefix="tsm-bundle-") as tmp:
-        root = stage_bundle(artifact_dir, Path(tmp), progress)
-        progress(f"writing {output}")
-        with atomic_output_file(output) as partial, tarfile.open(partial, "w:gz") as tar:
-            tar.add(root, arcname=root.name)
+    if output.is_dir():
+        raise TsmDeployError(f"cannot write the bundle {output}: it is a directory")
+    try:
+        with tempfile.TemporaryDirectory(prefix="tsm-bundle-") as tmp:
+            try:
+                root = stage_bundle(artifact_dir, Path(tmp), progress)
+            except WriteFailed:
+                raise
+            except OSError as exc:  # the temporary directory's disk, or an unreadable artifact file
+                raise WriteFailed(f"cannot stage the bundle for {output} in {tmp}: {_os_reason(exc)}") from None
+            progress(f"writing {output}")
+            with atomic_output_file(output) as partial, tarfile.open(partial, "w:gz") as tar:
+                tar.add(root, arcname=root.name)
+    except WriteFailed:
+        raise
+    except OSError as exc:  # removing the staged files
+        raise WriteFailed(f"cannot write the bundle {output}: {_os_reason(exc)}") from None
     log.info("wrote bundle %s", output)
     return output
+
+
+def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) and exc.args[0]:
+        src, _, why = exc.args[0][0]
+        more = f" (and {len(exc.args[0]) - 1} more)" if len(exc.args[0]) > 1 else ""
+        return f"{why} ({src}){more}"
+    return describe_os_error(exc)

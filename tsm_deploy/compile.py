@@ -37,13 +37,34 @@ class CompileResult:
 
 
 def export_module(executable: Any, path: Path, target: DeployTarget) -> None:
-    """Link the compiled executable as a shared library for the target (cross-linked when needed)."""
-    if target.cross_compiler:
-        from tvm.support import cc
+    """Link the compiled executable as a shared library for the target (cross-linked when needed).
 
-        executable.export_library(str(path), fcompile=cc.cross_compiler(target.cross_compiler))
-    else:
-        executable.export_library(str(path))
+    A link that fails (a full disk, a read-only directory: the linker's own error, or an OSError
+    writing its objects) raises one line: :class:`~tsm_deploy.runtime.errors.WriteFailed` naming the
+    reason the linker printed, e.g. ``No space left on device``."""
+    import re
+
+    from .runtime.errors import WriteFailed, describe_os_error
+
+    try:
+        if target.cross_compiler:
+            from tvm.support import cc
+
+            executable.export_library(str(path), fcompile=cc.cross_compiler(target.cross_compiler))
+        else:
+            executable.export_library(str(path))
+    except OSError as exc:
+        raise WriteFailed(f"cannot write the module {path}: {describe_os_error(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - TVM raises RuntimeError/TVMError with the linker's output
+        text = str(exc)
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        known = r"No space left on device|Read-only file system|Permission denied|Disk quota exceeded|File too large"
+        reason = next((m.group(0) for line in lines if (m := re.search(known, line))), None)
+        if reason is not None:
+            raise WriteFailed(f"cannot write the module {path}: {reason}") from None
+        telling = next((line for line in lines if re.search(r"\berror\b", line) and "exit status" not in line), None)
+        shown = telling or (lines[-1] if lines else type(exc).__name__)
+        raise TsmDeployError(f"linking the module {path} failed: {shown[:300]}") from None
 
 
 def manifest_io(io: ModelIO, checkpoint: LoadedCheckpoint) -> StreamIO | ClipIO:

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..errors import TsmDeployError
 from .common import (
     checkpoint_options,
     echo_args,
@@ -27,6 +28,9 @@ from .common import (
 @tuning_db_option("MetaSchedule database directory (default: tuning_logs/<target>/<model>/ when present).")
 @click.option("--no-tuning", is_flag=True, help="Ignore tuning records; default schedules only.")
 @click.option("--labels", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None, help="Text file, one class name per line.")
+@click.option("--ort-tolerance", default=None, metavar="[ATOL,]RTOL",
+              help="ONNX Runtime vs PyTorch check: max abs error <= ATOL + RTOL x max |logit| "
+                   "(default 1e-4,1e-4; one number sets RTOL).")
 @handles_errors
 def command(
     checkpoint: Path | None,
@@ -40,20 +44,45 @@ def command(
     labels: Path | None,
     cuda_arch: str | None,
     frame_size: str | None,
+    ort_tolerance: str | None,
 ) -> None:
     """Compile a checkpoint into an artifact (module + manifest.json) for a target."""
+    from ..atomic import check_writable
     from ..compile import compile_artifact, describe
+    from ..export import ort_tolerance as checked_with
+
+    tolerance = parse_ort_tolerance(ort_tolerance)
 
     echo_args("compile", checkpoint=checkpoint, target=target_name, output=output, tuning_db=tuning_db)
+    check_writable(output)  # a read-only output fails now, not after the build
     target, size = load_target_for(target_name, cuda_arch, frame_size)
     loaded = load_checkpoint_for(checkpoint, model_overrides(input_size, fold_div, segments))
     label_list = [line.strip() for line in labels.read_text().splitlines() if line.strip()] if labels else None
     database: Any = None if no_tuning else (tuning_db if tuning_db is not None else "auto")
-    result = compile_artifact(loaded, target, output, database=database, labels=label_list, progress=progress,
-                              frame_size=size)
+    with checked_with(tolerance):
+        result = compile_artifact(loaded, target, output, database=database, labels=label_list, progress=progress,
+                                  frame_size=size)
     cov = result.coverage
     if cov.database:
         click.echo(f"tuning records: {cov.tuned} of {cov.tasks} tasks covered ({cov.database})")
     else:
         click.echo(f"tuning records: none for {target.name}; {cov.tasks} tasks use default schedules")
     click.echo(f"wrote {describe(result)}")
+
+
+def parse_ort_tolerance(text: str | None):
+    """``--ort-tolerance``: ``RTOL`` or ``ATOL,RTOL`` (non-negative numbers) -> OrtTolerance."""
+    from ..export import ORT_TOLERANCE, OrtTolerance
+
+    if text is None:
+        return ORT_TOLERANCE
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or not all(v >= 0 and v == v and v != float("inf") for v in values):
+        raise TsmDeployError(f"--ort-tolerance takes RTOL or ATOL,RTOL (non-negative numbers), got {text!r}")
+    if len(values) == 1:
+        return OrtTolerance(atol=ORT_TOLERANCE.atol, rtol=values[0])
+    return OrtTolerance(atol=values[0], rtol=values[1])

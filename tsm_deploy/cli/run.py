@@ -30,9 +30,12 @@ def command(artifact: Path, video_arg: str | None, video: str | None, frames: in
 
     Frames are sampled at the rate the model was trained for (the manifest says) and streamed with
     history smoothing (clip artifacts: one prediction per window of T segments)."""
-    from ..atomic import atomic_write_text
+    from ..atomic import atomic_write_text, check_writable
     from ..runtime import load_model
 
+    for path in (json_path, plot_path):
+        if path is not None:
+            check_writable(path)  # before the video is read, not after
     model = load_model(artifact, history=history, threads=threads)
     source = video_arg or video
     if source is None:

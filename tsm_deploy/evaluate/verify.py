@@ -3,7 +3,11 @@
 Inputs are seeded uint8 camera-sized images, prepared once with the runtime's own preprocessing, and
 fed to both sides. Streams: each side feeds its own shift buffers back, so an error in a buffer shows
 up in later frames' logits. Clips: T frames at once, every clip from a different seed. Reported per
-step: max abs and relative error of the logits and of every buffer, and whether the top-1 agrees.
+step: max abs and relative error (max |diff| / max |reference logit|) of the logits, max abs error
+of every buffer, and whether the top-1 agrees. A step passes when the logits' max abs error is within
+``tolerance + rtol x max |reference logit|`` (``rtol`` 0 by default: the absolute rule), the buffers'
+within ``tolerance``, the top-1 agrees, and both sides' outputs are finite: a NaN or infinity on
+either side is a failure, counted in ``non_finite_steps``.
 
 Where the artifact runs is a :class:`~tsm_deploy.evaluate.runners.Runner`: this host, QEMU or RPC;
 the reference is the :class:`~tsm_deploy.evaluate.runners.TorchRunner` of the checkpoint.
@@ -59,6 +63,8 @@ class VerifyReport:
     passed: bool
     per_frame: list[FrameParity] = field(default_factory=list)  # one per step (frame or clip)
     kind: str = "stream"
+    rtol: float = 0.0  # logits may also be off by rtol x max |reference logit|
+    non_finite_steps: int = 0  # steps where either side returned NaN or infinity (logits or buffers)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -75,10 +81,12 @@ class VerifyReport:
             )
         verdict = "PASS" if self.passed else "FAIL"
         steps = "frames" if self.kind == "stream" else "clips"
+        rule = f"tolerance {self.tolerance:g}" + (f" + {self.rtol:g} x max |logit|" if self.rtol else "")
         lines.append(
             f"{verdict}: {self.frames} {steps} on {self.runner} ({self.target}): logits max abs {self.max_abs_error:.3e} "
-            f"(tolerance {self.tolerance:g}), max rel {self.max_rel_error:.3e}, buffers max abs "
+            f"({rule}), max rel {self.max_rel_error:.3e}, buffers max abs "
             f"{self.buffers_max_abs_error:.3e}, top-1 agreement {self.top1_agreement:.1%}"
+            + (f"; {self.non_finite_steps} {steps} with NaN or infinite outputs" if self.non_finite_steps else "")
         )
         return "\n".join(lines)
 
@@ -97,9 +105,17 @@ def check_checkpoint_matches(manifest: Manifest, checkpoint: LoadedCheckpoint) -
         log.warning("checkpoint %s is not the one the artifact was compiled from (sha256 differs)", checkpoint.source)
 
 
+def _scale(reference: np.ndarray) -> float:
+    return float(np.max(np.abs(reference))) if reference.size else 0.0
+
+
 def _relative(diff: float, reference: np.ndarray) -> float:
-    scale = float(np.max(np.abs(reference)))
+    scale = _scale(reference)
     return diff / scale if scale > 0 else diff
+
+
+def _finite(*arrays: np.ndarray) -> bool:
+    return all(bool(np.isfinite(a).all()) for a in arrays)
 
 
 def verify_artifact(
@@ -110,6 +126,7 @@ def verify_artifact(
     tolerance: float = DEFAULT_TOLERANCE,
     runner: Runner | None = None,
     progress: Callable[[int, int], None] = lambda done, total: None,
+    rtol: float = 0.0,
 ) -> VerifyReport:
     """Compare PyTorch and the artifact over ``frames`` steps (frames of a stream, or clips). Never
     raises on a mismatch: the report says ``passed``; the caller decides the exit code."""
@@ -128,11 +145,18 @@ def verify_artifact(
     if len(got) != frames:
         raise TsmDeployError(f"runner {runner.name} returned {len(got)} steps, expected {frames}")
     per_frame = []
+    non_finite, within = 0, True
     for i, (ref, art) in enumerate(zip(want, got)):
         diff = float(np.max(np.abs(ref.logits - art.logits)))
         if len(ref.state) != len(art.state):
             raise TsmDeployError(f"runner {runner.name} returned {len(art.state)} buffers, expected {len(ref.state)}")
         buffer_diff = max((float(np.max(np.abs(a - b))) for a, b in zip(ref.state, art.state)), default=0.0)
+        if not _finite(ref.logits, art.logits, *ref.state, *art.state):
+            non_finite += 1
+            log.warning("step %d: %s returned NaN or infinity", i,
+                        "the artifact" if _finite(ref.logits, *ref.state) else "PyTorch")
+            diff = buffer_diff = float("nan")
+        within = within and diff <= tolerance + rtol * _scale(ref.logits)
         per_frame.append(
             FrameParity(
                 frame=i,
@@ -144,7 +168,7 @@ def verify_artifact(
             )
         )
         progress(i + 1, frames)
-    max_abs = max(p.logits_max_abs for p in per_frame)
+    max_abs = float("nan") if non_finite else max(p.logits_max_abs for p in per_frame)
     buffers_max = max(p.buffers_max_abs for p in per_frame)
     agreement = sum(p.top1_reference == p.top1_artifact for p in per_frame) / frames
     finite = all(np.isfinite(p.logits_max_abs) and np.isfinite(p.buffers_max_abs) for p in per_frame)
@@ -160,9 +184,11 @@ def verify_artifact(
         max_rel_error=max(p.logits_max_rel for p in per_frame),
         buffers_max_abs_error=buffers_max,
         top1_agreement=agreement,
-        passed=finite and max_abs <= tolerance and buffers_max <= tolerance and agreement == 1.0,
+        passed=finite and non_finite == 0 and within and buffers_max <= tolerance and agreement == 1.0,
         per_frame=per_frame,
         kind=manifest.kind,
+        rtol=rtol,
+        non_finite_steps=non_finite,
     )
 
 

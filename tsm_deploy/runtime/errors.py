@@ -16,6 +16,19 @@ class CheckFailed(TsmDeployError):
     exit_code = 1
 
 
+class WriteFailed(TsmDeployError, OSError):
+    """An output could not be written (a full disk, a read-only or missing directory, no permission).
+    Exit code 2; an ``OSError`` too, for code that handles those."""
+
+    exit_code = 2
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``No space left on device (/path)``: the reason and the file, without errno's number."""
+    reason = exc.strerror or one_line(exc)
+    return f"{reason} ({exc.filename})" if getattr(exc, "filename", None) else reason
+
+
 def one_line(exc: BaseException) -> str:
     """The line of a third-party exception worth showing: TVM and torch put the message last."""
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
