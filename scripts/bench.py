@@ -21,7 +21,6 @@ from tsm_deploy.checkpoint import default_checkpoint, resolve_checkpoint
 from tsm_deploy.compile import compile_artifact
 from tsm_deploy.evaluate.bench import DEFAULT_WARMUP, benchmark, write_report
 from tsm_deploy.models import ModelConfig
-from tsm_deploy.tuning.database import database_dir
 from tsm_deploy.errors import TsmDeployError
 from tsm_deploy.targets import load_target
 
@@ -57,16 +56,11 @@ def main(argv: list[str] | None = None) -> int:
             size, width, classes = args.seeded.split(",")
             config = ModelConfig(input_size=int(size), width_mult=float(width), n_class=int(classes))
             checkpoint = default_checkpoint(config, seed=0)
-        database = database_dir(target.tuning_logs, checkpoint.config)
         with tempfile.TemporaryDirectory(prefix="tsm-bench-") as tmp:
             artifact = args.keep_artifact or Path(tmp) / args.target
-            log.info("compiling %s for %s (tuning records: %s)", checkpoint.source, target.name, database)
+            log.info("compiling %s for %s", checkpoint.source, target.name)
             result = compile_artifact(checkpoint, target, artifact, progress=lambda m: log.info("%s", m))
-            cov = result.coverage
-            if cov.database:
-                log.info("tuning records cover %d of %d tasks", cov.tuned, cov.tasks)
-            else:
-                log.warning("no tuning records for %s: the TVM figure is for default (untuned) schedules", target.name)
+            log.info("%s", result.coverage.line())
 
             def progress(done: int, total: int) -> None:
                 if done == total or done % max(1, total // 10) < 10:

@@ -33,7 +33,7 @@ def test_compile_and_verify(tmp_path, small_checkpoint_file):
     art = tmp_path / "art"
     result = invoke("compile", "--checkpoint", small_checkpoint_file, "--target", "x86", "--output", art, "--no-tuning")
     assert result.exit_code == 0, result.output
-    assert (art / "manifest.json").exists() and "default schedules" in result.stdout
+    assert (art / "manifest.json").exists() and "untuned: no tuning records" in result.stdout
     report = tmp_path / "report.json"
     result = invoke("verify", art, "--checkpoint", small_checkpoint_file, "--frames", 4, "--json", report)
     assert result.exit_code == 0, result.output

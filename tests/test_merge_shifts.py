@@ -7,7 +7,8 @@ import tvm
 from tvm import relax
 
 from tsm_deploy.merge_shifts import merge_shifts_into_consumers
-from tsm_deploy.pipeline import apply_records, prepare_module
+from tsm_deploy.compiler.records import apply_records
+from tsm_deploy.pipeline import prepare_module
 from tsm_deploy.runtime import StreamingModel
 from tsm_deploy.runtime.stream import buffers_nchw
 from tsm_deploy.targets import load_target
@@ -44,7 +45,7 @@ def _stream(mod: tvm.IRModule, frames: list[np.ndarray], state_size: int) -> lis
 def test_merged_shifts_stream_the_same_numbers_with_ten_fewer_calls(small_checkpoint, small_artifact):
     target = load_target("x86")
     prepared = prepare_module(small_checkpoint, target)
-    mod, _ = apply_records(prepared.mod, target.tvm(), None)
+    mod, _ = apply_records(prepared.mod, target.tvm(), [])
     merged = merge_shifts_into_consumers(mod, inline=True)  # as the x86 target: shift_merge "inline"
     before, after = _called(mod), _called(merged)
     n_shifts = len([n for n in before if _is_shift(mod, n)])

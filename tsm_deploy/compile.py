@@ -1,5 +1,6 @@
 """Checkpoint -> artifact: the shared pipeline (:func:`tsm_deploy.pipeline.prepare_module`), the
-target's tuning records, ``tvm.compile``, the module linked for the target, the manifest.
+target's record libraries kernel by kernel (:mod:`tsm_deploy.compiler.records`), ``tvm.compile``,
+the module linked for the target, the manifest.
 
 GPU targets get TVM's default (dlight) schedules inside ``tvm.compile`` for what records do not cover.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import tvm
 
@@ -18,11 +19,12 @@ from .atomic import atomic_output_dir, atomic_write_text
 from .checkpoint import LoadedCheckpoint
 from .errors import TsmDeployError
 from .models import preprocessing
+from .compiler.records import TuningCoverage, apply_records
 from .merge_shifts import build_context, merge_shifts_into_consumers
-from .pipeline import ModelIO, TuningCoverage, apply_records, prepare_module
+from .pipeline import ModelIO, prepare_module
 from .runtime.manifest import MANIFEST_NAME, ClipIO, Manifest, StreamIO, TensorSpec, sha256_file
 from .targets import DeployTarget
-from .tuning.database import database_dir, has_database
+from .tuning.database import RecordLibrary, has_database, library_dir, target_libraries
 
 log = logging.getLogger(__name__)
 
@@ -107,44 +109,58 @@ def build_manifest(
     )
 
 
-def resolve_database(target: DeployTarget, checkpoint: LoadedCheckpoint, database: Path | None | str) -> Path | None:
-    """``"auto"``: the target's committed records for this model when present; a path; or None."""
-    if database == "auto":
-        database = database_dir(target.tuning_logs, checkpoint.config)
-    database = Path(database) if database is not None else None
-    if database is not None and not has_database(database) and target.tuning_logs is not None:
-        log.warning("no tuning records at %s: compiling with default schedules (slow)", database)
-    return database
+RecordsSpec = Any  # "auto" | None | a database directory | a sequence of them
+
+
+def resolve_libraries(target: DeployTarget, records: RecordsSpec) -> list[RecordLibrary]:
+    """``"auto"``: the target's own library, then its fallbacks (``record_fallbacks``); a directory
+    or a sequence of them: those, in order; None: no records."""
+    if records is None:
+        return []
+    if records == "auto":
+        libraries = target_libraries(target)
+        if not libraries and target.tuning_logs is not None:
+            log.warning("no tuning records for %s at %s: compiling with derived and default schedules (slow)",
+                        target.name, library_dir(target.tuning_logs))
+        return libraries
+    paths = [records] if isinstance(records, (str, Path)) else list(records)
+    libraries = [RecordLibrary(Path(p).name, Path(p)) for p in paths]
+    for lib in libraries:
+        if not has_database(lib.path):
+            log.warning("no tuning database at %s", lib.path)
+    return libraries
 
 
 def compile_artifact(
     checkpoint: LoadedCheckpoint,
     target: DeployTarget,
     output: Path,
-    database: Path | None | str = "auto",
+    database: RecordsSpec = "auto",
     labels: list[str] | None = None,
     progress: Callable[[str], None] = lambda message: None,
     frame_size: tuple[int, int] | None = None,
 ) -> CompileResult:
     """Compile ``checkpoint`` for ``target`` into the artifact directory ``output`` (written atomically).
 
-    ``database``: a MetaSchedule database directory, ``None`` for none, or ``"auto"`` for the target's
-    committed records for this model (``tuning_logs/<target>/<model>/``) when present.
+    ``database``: ``"auto"`` for the target's record library and its fallbacks (``tuning_logs/<target>/``),
+    a MetaSchedule database directory or a sequence of them (applied in order), or ``None`` for none.
     ``frame_size`` ``(height, width)``: compile the preprocessing in (uint8 frames of that size in).
     """
     target.require_tools()
     labels = labels if labels is not None else checkpoint.labels
     if labels is not None and len(labels) != checkpoint.config.n_class:
         raise TsmDeployError(f"{len(labels)} labels given for a model with {checkpoint.config.n_class} classes")
-    database = resolve_database(target, checkpoint, database)
+    libraries = resolve_libraries(target, database)
     prepared = prepare_module(checkpoint, target, frame_size=frame_size, progress=progress)
     tvm_target = target.tvm()
-    mod, coverage = apply_records(prepared.mod, tvm_target, database)
+    progress("applying tuning records")
+    mod, coverage = apply_records(prepared.mod, tvm_target, libraries)
     mod = merge_shifts_into_consumers(mod, inline=target.shift_merge == "inline")  # after the records
-    if coverage.database:
-        log.info("tuning records cover %d of %d tasks (%s)", coverage.tuned, coverage.tasks, coverage.database)
-        for name in coverage.untuned:
-            log.warning("no tuning record for task %s: default schedule", name)
+    log.info("%s", coverage.line())
+    derived = dict(coverage.derived)
+    for name, macs in coverage.missing_macs:
+        how = f"schedule of {derived[name]}" if name in derived else "default schedule"
+        log.info("no tuning record for kernel %s (%.1f M multiply-accumulates): %s", name, macs / 1e6, how)
     progress(f"building for {target.name}")
     with build_context():
         executable = tvm.compile(mod, tvm_target)
@@ -160,6 +176,5 @@ def compile_artifact(
 
 
 def describe(result: CompileResult) -> str:
-    cov = result.coverage
-    tuned = f"{cov.tuned}/{cov.tasks} tasks tuned" if cov.database else f"untuned ({cov.tasks} tasks, default schedules)"
-    return f"{result.artifact}: {result.manifest.target['name']}, {tuned}, module sha256 {result.manifest.module_sha256[:12]}"
+    return (f"{result.artifact}: {result.manifest.target['name']}, {result.coverage.line()}, "
+            f"module sha256 {result.manifest.module_sha256[:12]}")

@@ -2,7 +2,7 @@
 
 ``compile``, ``tune`` and ``bench`` (its no-shift baseline) all call :func:`prepare_module`, so a pass
 added here reaches all three and tuning records always match what is compiled. After it,
-:func:`apply_records` schedules the fused functions a MetaSchedule database covers.
+:func:`tsm_deploy.compiler.records.apply_records` schedules the kernels the record libraries cover.
 
 Fusion: TVM's default CPU pipeline legalises every operator to its own loop nest and fuses nothing;
 here the graph is fused first (LegalizeOps -> AnnotateTIROpPattern -> FoldConstant -> FuseOps ->
@@ -14,9 +14,7 @@ x86-avx512, 32 trials per task: the three heaviest convolutions ran 2.0-3.6x fas
 from __future__ import annotations
 
 import logging
-import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import tvm
@@ -27,8 +25,8 @@ from .export import ExportResult, export_onnx
 from .models.wrapper import PackedState
 from .errors import TsmDeployError
 from .frontend import ShiftReport, check_static_shift, import_onnx
+from .compiler.records import attach_layout_free
 from .transforms import fold_permutes, pack_state_by_parts, relu_from_clip, shifts_write_state, state_in_place
-from .tuning.database import database_prepack, has_database, loadable_database
 
 log = logging.getLogger(__name__)
 
@@ -151,83 +149,4 @@ def fuse(mod: tvm.IRModule, target: tvm.target.Target, prepack: bool = False) ->
                 relax.transform.FuseTIR(),
             ]
         )(mod)
-    return _attach_layout_free(mod) if prepack else mod
-
-
-def _attach_layout_free(mod: tvm.IRModule) -> tvm.IRModule:
-    """Mark weight buffers (constants of main) layout-free: MetaSchedule may then rewrite their layout."""
-    return relax.transform.AttachAttrLayoutFreeBuffers()(mod)
-
-
-def _prepack_weights(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
-    """Split the tuned kernels' weight layout rewrites into functions of their own and fold them:
-    the weights are constants, so they are stored pre-packed and the kernels no longer repack them."""
-    with target:
-        return tvm.transform.Sequential(
-            [
-                relax.transform.SplitLayoutRewritePreproc(),
-                relax.transform.FoldConstant(),
-                relax.transform.CanonicalizeBindings(),
-                relax.transform.DeadCodeElimination(),
-            ]
-        )(mod)
-
-
-def tir_functions(mod: tvm.IRModule) -> dict[str, Any]:
-    return {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
-
-
-def is_scheduled(func: Any) -> bool:
-    attrs = func.attrs
-    # TVM 0.27 renamed the attribute with the tir -> tirx move; accept both
-    return attrs is not None and any(key in attrs and bool(attrs[key]) for key in ("tirx.is_scheduled", "tir.is_scheduled"))
-
-
-@dataclass(frozen=True)
-class TuningCoverage:
-    database: str | None
-    tasks: int  # fused TIR functions in the model
-    tuned: int  # of which the database scheduled
-    untuned: tuple[str, ...] = field(default_factory=tuple)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"database": self.database, "tasks": self.tasks, "tuned": self.tuned, "untuned": list(self.untuned)}
-
-
-def apply_records(
-    mod: tvm.IRModule, target: tvm.target.Target, database: Path | None
-) -> tuple[tvm.IRModule, TuningCoverage]:
-    """Schedule the fused functions that ``database`` has records for; report what it covers.
-
-    ``mod`` comes from :func:`prepare_module` without prepacking; when the database was tuned with
-    prepacking (``tuning.json``), the same layout-free marking is applied first so the workloads match,
-    and the weight layout rewrites of the tuned kernels are folded into the constants afterwards.
-    """
-    # tasks: the kernels that need a schedule (hand-written ones, like the state packing, come scheduled;
-    # applying records renames functions, so they are counted, not named)
-    functions = tir_functions(mod)
-    unscheduled = sorted(name for name, f in functions.items() if not is_scheduled(f))
-    hand_written = len(functions) - len(unscheduled)
-    if not has_database(database):
-        return mod, TuningCoverage(None, len(unscheduled), 0, tuple(unscheduled))
-    prepack = database_prepack(database)
-    if prepack and not _has_layout_free(mod):
-        mod = _attach_layout_free(mod)
-    with target:
-        try:
-            mod = relax.transform.MetaScheduleApplyDatabase(str(database))(mod)
-        except Exception:  # noqa: BLE001 - a record that does not replay fails the whole load: drop it
-            with tempfile.TemporaryDirectory(prefix="tsm-db-") as scratch:
-                usable = loadable_database(database, Path(scratch))
-                mod = relax.transform.MetaScheduleApplyDatabase(str(usable))(mod)
-    after = tir_functions(mod)
-    untuned = tuple(sorted(name for name, f in after.items() if not is_scheduled(f)))
-    tasks = len(after) - hand_written
-    coverage = TuningCoverage(str(database), tasks, tasks - len(untuned), untuned)
-    if prepack:
-        mod = _prepack_weights(mod, target)
-    return mod, coverage
-
-
-def _has_layout_free(mod: tvm.IRModule) -> bool:
-    return any(f.attrs is not None and "layout_free_buffers" in f.attrs for f in tir_functions(mod).values())
+    return attach_layout_free(mod) if prepack else mod

@@ -44,8 +44,7 @@ def target_status(target: Any) -> dict[str, Any]:
     import platform
     import shutil
 
-    from .checkpoint.default import default_config
-    from .tuning.database import database_dir, has_database, model_key
+    from .tuning.database import library_dir, read_metadata, target_libraries
     from .targets import CROSS_COMPILER_PACKAGES, _detect_cuda_arch
 
     here = platform.machine()
@@ -77,7 +76,8 @@ def target_status(target: Any) -> dict[str, Any]:
         why = f"emulated with {emulator['program']}" if runs else f"needs {emulator['program']} (apt-get install qemu-user-static)"
     else:
         runs, why = False, f"needs a {target.arch} machine"
-    database = database_dir(target.tuning_logs, default_config())
+    library = library_dir(target.tuning_logs)
+    used = target_libraries(target)
     return {
         "name": target.name,
         "description": target.description,
@@ -92,9 +92,11 @@ def target_status(target: Any) -> dict[str, Any]:
         "runs_here": runs,
         "runs_here_detail": why,
         "tuning_records": {
-            "model": model_key(default_config()),
-            "path": str(database) if database else None,
-            "present": has_database(database),
+            "path": str(library) if library else None,
+            "present": any(lib.path == library for lib in used),
+            "kernels": len(read_metadata(library).get("tasks", {})) if library else 0,
+            "models": sorted(read_metadata(library).get("models", {})) if library else [],
+            "fallbacks": [lib.name for lib in used if lib.path != library],
         },
     }
 
@@ -115,7 +117,10 @@ def format_target_status(s: dict[str, Any]) -> str:
         tuning = "none kept for this target (untuned default schedules)"
     else:
         shown = os.path.relpath(records["path"]) if records["path"].startswith(os.getcwd() + os.sep) else records["path"]
-        tuning = f"{shown}: {'present' if records['present'] else 'none yet (untuned default schedules)'}"
+        tuning = (f"{shown}: {records['kernels']} kernels of {len(records['models'])} models" if records["present"]
+                  else f"{shown}: none yet")
+        if records["fallbacks"]:
+            tuning += f"; then the records of {', '.join(records['fallbacks'])}"
     return "\n".join(
         [
             f"{s['name']}  [{s['device']}, {s['arch']}]  {s['description']}",

@@ -44,6 +44,7 @@ _OPTIONAL = {
     "rpc_key": (str, type(None)),
     "tuning_logs": (str, type(None)),
     "shift_merge": str,
+    "record_fallbacks": list,
 }
 # How a shift joins the tuned kernel that reads it (tsm_deploy.merge_shifts), chosen per target by the
 # instructions and latency it measured: "inline" reads the state inside the tuned loops, "copy" writes
@@ -69,6 +70,9 @@ class DeployTarget:
     rpc_key: str | None = None
     tuning_logs: str | None = None  # folder under tuning_logs/; None: no committed records
     shift_merge: str = "copy"  # one of SHIFT_MERGES
+    # tuning_logs folders of the targets whose records are valid here, tried in order per kernel after
+    # this target's own (the file names targets; load_target resolves them to their folders)
+    record_fallbacks: tuple[str, ...] = ()
     source: str = field(default="", compare=False)
 
     def tvm(self):
@@ -161,6 +165,10 @@ def _validate(data: Any, where: str) -> dict[str, Any]:
         for attr in ("mcpu", "mtriple"):
             if attr in spec and not isinstance(spec[attr], str):
                 raise TsmDeployError(f"target file {where}: {key}.{attr} must be a string, got {_shown(spec[attr])}")
+    fallbacks = data.get("record_fallbacks", [])
+    bad = [f for f in fallbacks if not isinstance(f, str) or not _FOLDER_NAME.fullmatch(f)]
+    if bad:
+        raise TsmDeployError(f"target file {where}: record_fallbacks must name targets, got {_shown(bad[0])}")
     detect = data.get("detect", [])
     bad = [d for d in detect if not isinstance(d, str) or d not in DETECTORS]
     if bad:
@@ -221,25 +229,27 @@ def _detect_cuda_arch() -> str | None:
 _X86_LOG_LEVELS = ((("avx512f", "avx512bw", "avx512dq", "avx512vl"), "x86-avx512"), (("avx2", "fma"), "x86-avx2"))
 
 
-def _x86_tuning_logs(tvm_target: dict[str, Any]) -> str | None:
+def _x86_tuning_logs(tvm_target: dict[str, Any]) -> list[str]:
+    """The x86 record folders valid on the target's CPU, richest first (records of a lower level are
+    valid on a higher one: the same loops, re-lowered with the wider instructions)."""
     import tvm
     from tvm.target import codegen
 
     target = tvm.target.Target(tvm_target)
-    for features, folder in _X86_LOG_LEVELS:
-        if codegen.llvm_cpu_has_features(list(features), target):
-            return folder
-    return None
+    return [folder for features, folder in _X86_LOG_LEVELS if codegen.llvm_cpu_has_features(list(features), target)]
 
 
 def _apply_detection(target: DeployTarget, cuda_arch: str | None) -> DeployTarget:
     tvm_target = dict(target.tvm_target)
-    tuning_logs = target.tuning_logs
+    tuning_logs, fallbacks = target.tuning_logs, target.record_fallbacks
     if "host-cpu" in target.detect:
         from tvm.target import codegen
 
         tvm_target["mcpu"] = codegen.llvm_get_system_cpu()
-        tuning_logs = tuning_logs or _x86_tuning_logs(tvm_target)
+        if tuning_logs is None:
+            levels = _x86_tuning_logs(tvm_target)
+            tuning_logs = levels[0] if levels else None
+            fallbacks = tuple(dict.fromkeys((*levels[1:], *fallbacks)))
     if "num-cores" in target.detect:
         tvm_target["num-cores"] = os.cpu_count() or 1
     if target.device == "cuda":
@@ -248,7 +258,7 @@ def _apply_detection(target: DeployTarget, cuda_arch: str | None) -> DeployTarge
             tvm_target["arch"] = arch
         elif "cuda-arch" in target.detect:
             log.warning("no GPU detected and no --cuda-arch given: compiling for %s", tvm_target.get("arch"))
-    return replace(target, tvm_target=tvm_target, tuning_logs=tuning_logs)
+    return replace(target, tvm_target=tvm_target, tuning_logs=tuning_logs, record_fallbacks=fallbacks)
 
 
 def _check_llvm_cpu(spec: dict[str, Any] | None, where: str, field_name: str) -> None:
@@ -262,6 +272,22 @@ def _check_llvm_cpu(spec: dict[str, Any] | None, where: str, field_name: str) ->
         raise TsmDeployError(
             f"target file {where}: {field_name}.mcpu {_shown(spec['mcpu'])} is not a CPU LLVM knows for {_shown(triple)}"
         )
+
+
+def _fallback_folders(names: list[str], where: str) -> list[str]:
+    """The tuning_logs folders of the targets a target file names in ``record_fallbacks``."""
+    folders = []
+    for name in names:
+        path = TARGETS_DIR / f"{name}.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise TsmDeployError(f"target file {where}: record_fallbacks names {_shown(name)}, which is not a readable target") from None
+        folder = data.get("tuning_logs") if isinstance(data, dict) else None
+        if not isinstance(folder, str) or not _FOLDER_NAME.fullmatch(folder):
+            raise TsmDeployError(f"target file {where}: record_fallbacks names {_shown(name)}, which has no tuning_logs folder")
+        folders.append(folder)
+    return folders
 
 
 def load_target(name_or_path: str, cuda_arch: str | None = None) -> DeployTarget:
@@ -281,6 +307,7 @@ def load_target(name_or_path: str, cuda_arch: str | None = None) -> DeployTarget
         rpc_key=data.get("rpc_key"),
         tuning_logs=data.get("tuning_logs"),
         shift_merge=data.get("shift_merge", DeployTarget.shift_merge),
+        record_fallbacks=tuple(_fallback_folders(data.get("record_fallbacks", []), where)),
         source=source,
     )
     # Everything below hands the file's values to TVM and LLVM, which raise their own exception

@@ -139,3 +139,22 @@ class ProgressBar:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
+
+
+def echo_coverage(coverage: Any, target: Any, checkpoint: Path | None, frame_size: tuple[int, int] | None) -> None:
+    """What the records covered, by work; what is missing and the ``tune`` command that fills exactly that."""
+    click.echo(coverage.line())
+    if not coverage.missing_macs or target.tuning_logs is None:
+        return
+    shown = ", ".join(f"{name} ({100 * macs / coverage.macs:.1f} %)" if coverage.macs else name
+                      for name, macs in coverage.missing_macs[:3])
+    more = f" and {len(coverage.missing_macs) - 3} more" if len(coverage.missing_macs) > 3 else ""
+    click.echo(f"no record for {len(coverage.missing_macs)} kernels: {shown}{more}")
+    command = f"tsm-deploy tune --target {target.name}"
+    if checkpoint is not None:
+        command += f" --checkpoint {checkpoint}"
+    if frame_size is not None:
+        command += f" --frame-size {frame_size[1]}x{frame_size[0]}"
+    if target.is_cross:
+        command += " --emulate" if target.arch == "aarch64" and target.device == "cpu" else " --rpc-tracker HOST:PORT"
+    click.echo(f"to tune exactly those: {command}")

@@ -18,6 +18,7 @@ from .common import (
     load_target_for,
     target_options,
     tuning_db_option,
+    echo_coverage,
 )
 
 
@@ -25,7 +26,7 @@ from .common import (
 @checkpoint_options
 @target_options
 @click.option("--output", "-o", type=click.Path(path_type=Path, file_okay=False), required=True, help="Artifact directory.")
-@tuning_db_option("MetaSchedule database directory (default: tuning_logs/<target>/<model>/ when present).")
+@tuning_db_option("MetaSchedule database directory (default: the target's record library tuning_logs/<target>/, then its fallbacks).")
 @click.option("--no-tuning", is_flag=True, help="Ignore tuning records; default schedules only.")
 @click.option("--labels", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None, help="Text file, one class name per line.")
 @click.option("--ort-tolerance", default=None, metavar="[ATOL,]RTOL",
@@ -62,11 +63,7 @@ def command(
     with checked_with(tolerance):
         result = compile_artifact(loaded, target, output, database=database, labels=label_list, progress=progress,
                                   frame_size=size)
-    cov = result.coverage
-    if cov.database:
-        click.echo(f"tuning records: {cov.tuned} of {cov.tasks} tasks covered ({cov.database})")
-    else:
-        click.echo(f"tuning records: none for {target.name}; {cov.tasks} tasks use default schedules")
+    echo_coverage(result.coverage, target, checkpoint, size)
     click.echo(f"wrote {describe(result)}")
 
 

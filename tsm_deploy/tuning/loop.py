@@ -1,4 +1,5 @@
-"""MetaSchedule tuning of a model for a target, resumable, into ``tuning_logs/<target>/<model>/``.
+"""MetaSchedule tuning of a model for a target, resumable, into the target's record library
+``tuning_logs/<target>/`` (shared by every model: a kernel another model already tuned is not tuned again).
 
 The tuned module is the one ``compile`` builds: :func:`tsm_deploy.pipeline.prepare_module` (with the
 same prepacking ``compile`` applies when ``tuning.json`` says so), so the workloads recorded here are
@@ -30,16 +31,18 @@ from tvm.s_tir import meta_schedule as ms
 
 from ..checkpoint import LoadedCheckpoint
 from ..errors import TsmDeployError
-from ..pipeline import is_scheduled, prepare_module
+from ..compiler.records import is_scheduled
+from ..pipeline import prepare_module
 from ..target_status import cpu_name
 from ..targets import DeployTarget
 from .builder import DEFAULT_BUILD_TIMEOUT_S, PersistentBuilder
-from .database import WorkingCopy, database_dir, read_metadata
+from .database import WorkingCopy, library_dir, library_lock, measurement_kind, model_key, read_metadata
 from .rpc import RpcConfig, check_tracker
 
 log = logging.getLogger("tsm_deploy.tune")
 
 DEFAULT_TRIALS_PER_ITER = 32
+DEFAULT_TRIALS = 32  # per kernel, when tune fills what the library is missing
 
 
 @dataclass
@@ -67,6 +70,7 @@ class TuningSummary:
     records: int  # lines in database_tuning_record.json
     estimated_ms: float | None  # sum over tuned tasks of weight x best latency
     untuned_tasks: tuple[str, ...]
+    tuned_fraction: float = 0.0  # of the model's work (FLOPs x weight) in kernels with a record
     elapsed_s: float
     build_failures: int = 0
     prepack: bool = False
@@ -75,7 +79,8 @@ class TuningSummary:
     def line(self) -> str:
         est = f"{self.estimated_ms:.2f} ms" if self.estimated_ms is not None else "n/a"
         return (
-            f"{self.database}: {self.tuned_tasks}/{self.tasks} tasks tuned, {self.trials} trials this run "
+            f"{self.database}: {self.tuned_tasks}/{self.tasks} kernels tuned "
+            f"({100 * self.tuned_fraction:.1f} % of the model's work), {self.trials} trials this run "
             f"({self.total_trials} in all), {self.records} records, estimated {est} per frame, "
             f"{self.elapsed_s / 60:.1f} min"
         )
@@ -109,7 +114,7 @@ def _check_request(
         raise TsmDeployError(f"--trials must be >= 1, got {trials}")
     target.require_tools()
     if path is None:
-        path = database_dir(target.tuning_logs, checkpoint.config)
+        path = library_dir(target.tuning_logs)
         if path is None:
             raise TsmDeployError(f"target {target.name} has no tuning_logs folder; pass a database directory")
     if rpc is not None and emulate:
@@ -145,7 +150,7 @@ def plan_tasks(extracted: list[Any], known: dict[str, Any], max_tasks: int | Non
 
     states = []
     for task in extracted:
-        key = str(tvm_ffi.structural_hash(task.dispatched[0]) & 0xFFFFFFFFFFFFFFFF)
+        key = _task_key(task)
         st = TaskState(task.task_name, key, int(task.weight), float(estimate_tir_flops(task.dispatched[0])))
         st.trials = int(known.get(key, {}).get("trials", 0))
         st.best_us = known.get(key, {}).get("best_us")
@@ -155,6 +160,11 @@ def plan_tasks(extracted: list[Any], known: dict[str, Any], max_tasks: int | Non
     else:
         order = sorted(range(len(states)), key=lambda i: -states[i].flops * states[i].weight)
     return states, order[:max_tasks] if max_tasks else order
+
+
+def _task_key(task: Any) -> str:
+    """A workload's key in ``tuning.json``: its structural hash (task names repeat across models)."""
+    return str(tvm_ffi.structural_hash(task.dispatched[0]) & 0xFFFFFFFFFFFFFFFF)
 
 
 def _runner(target: DeployTarget, rpc: RpcConfig | None, emulate: bool) -> tuple[Any, Callable[[], None], str]:
@@ -206,11 +216,14 @@ def tune_model(
     seed: int | None = None,
     emulate: bool = False,
     frame_size: tuple[int, int] | None = None,
+    missing_only: bool = False,
+    budget_s: float | None = None,
 ) -> TuningSummary:
     """Tune ``checkpoint``'s model for ``target`` until every task has had ``trials_per_task`` trials.
 
-    Resumes from what ``database_dir`` (default: the target's committed records for this model)
-    already holds. ``prepack`` (default: on for CPU targets) tunes with weight-layout rewriting;
+    Resumes from what ``database_dir`` (default: the target's record library) already holds.
+    ``missing_only`` tunes only the kernels the library has no record for (largest work first);
+    ``budget_s`` starts no new kernel once that many seconds have passed. ``prepack`` (default: on for CPU targets) tunes with weight-layout rewriting;
     a database keeps the mode it was started with. ``max_tasks`` tunes only the most expensive tasks.
     ``emulate`` measures candidates as instruction counts on an emulated CPU of the target (aarch64).
     ``frame_size`` tunes the compiled preprocessing's tasks too (compile ``--frame-size``).
@@ -218,7 +231,26 @@ def tune_model(
     """
     start = time.perf_counter()
     path = _check_request(checkpoint, target, trials_per_task, database_dir, rpc, emulate)
+    with library_lock(path):
+        return _tune_locked(
+            checkpoint, target, trials_per_task, path, rpc, prepack, max_tasks, progress, trials_per_iter,
+            build_timeout, population_size, seed, emulate, frame_size, missing_only, budget_s, start,
+        )
+
+
+def _tune_locked(
+    checkpoint: LoadedCheckpoint, target: DeployTarget, trials_per_task: int, path: Path, rpc: RpcConfig | None,
+    prepack: bool | None, max_tasks: int | None, progress: Callable[[str, int, int, float | None], None] | None,
+    trials_per_iter: int, build_timeout: float, population_size: int, seed: int | None, emulate: bool,
+    frame_size: tuple[int, int] | None, missing_only: bool, budget_s: float | None, start: float,
+) -> TuningSummary:
     old = read_metadata(path)
+    kind = "emulated-instructions" if emulate else ("rpc" if rpc else "local")
+    if measurement_kind(old) and measurement_kind(old) != measurement_kind({"measured_by": kind}):
+        raise TsmDeployError(
+            f"{path} holds costs measured as {old['measured_by']}; this run would measure as {kind}: "
+            "costs of two kinds cannot be compared (use another --tuning-db)"
+        )
     prepack = _resolve_prepack(path, old, prepack, target)
     tvm_target = target.tvm()
     host_cores = os.cpu_count() or 1  # builds, search and cost model run here
@@ -236,20 +268,31 @@ def tune_model(
         builder.shutdown()
         close_runner()
         raise
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    key = model_key(checkpoint.config)
+    models = dict(old.get("models", {}))
+    models[key] = {**models.get(key, {}), "config": checkpoint.config.to_dict(), "machine_cpu": measured_by,
+                   "runs": int(models.get(key, {}).get("runs", 0)) + 1,
+                   "started": models.get(key, {}).get("started") or now}
     metadata = {
-        "target": target.name,
-        "tvm_target": target.tvm_target,
-        "model": checkpoint.config.to_dict(),
+        "target": old.get("target", target.name),
+        "tvm_target": old.get("tvm_target", target.tvm_target),
         "prepack": prepack,
         "tvm_version": tvm.__version__,
-        "machine_cpu": measured_by,
-        "measured_by": "emulated-instructions" if emulate else ("rpc" if rpc else "local"),
-        "started": old.get("started") or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "runs": int(old.get("runs", 0)) + 1,
-        "tasks": dict(old.get("tasks", {})),  # workload hash -> {"name", "trials", "weight", "best_us"}
+        "measured_by": kind,
+        "models": models,  # model key -> {"config", "runs", "machine_cpu", "started"}
+        # workload hash -> {"name", "trials", "weight", "best_us", "models", "measured_on"}
+        "tasks": dict(old.get("tasks", {})),
     }
-    states, selected = plan_tasks(extracted, metadata["tasks"], max_tasks)
     working = WorkingCopy(path, metadata)
+    if missing_only:
+        have = {i for i, task in enumerate(extracted) if working.database.has_workload(task.dispatched[0])}
+        for i, task in enumerate(extracted):  # a record from a merge or a run without tuning.json's count
+            if i in have:
+                metadata["tasks"].setdefault(_task_key(task), {}).setdefault("trials", trials_per_task)
+    states, selected = plan_tasks(extracted, metadata["tasks"], max_tasks)
+    if missing_only:
+        selected = sorted((i for i in selected if i not in have), key=lambda i: -states[i].flops * states[i].weight)
     cost_model = ms.cost_model.XGBModel(num_tuning_cores=host_cores)
     ms_log = logging.getLogger("tsm_deploy.tune.metaschedule")
     for name in ("tvm.s_tir.meta_schedule", ms_log.name):
@@ -260,16 +303,19 @@ def tune_model(
         log.info("%d tasks; tuning %d of them to %d trials each into %s (prepack=%s, measured by %s)",
                  len(states), len(selected), trials_per_task, path, prepack, measured_by)
         for rank, i in enumerate(selected, 1):
+            if budget_s is not None and time.perf_counter() - start > budget_s:
+                log.info("budget of %.1f min spent: %d of %d kernels left for the next run",
+                         budget_s / 60, len(selected) - rank + 1, len(selected))
+                break
             for future in warming:
                 future.result()
             warming = []
             _tune_task(
                 states, selected, i, rank, extracted[i], working, metadata, counter, trials_per_task, progress,
-                builder, runner, cost_model, ms_log, trials_per_iter, population_size, seed, host_cores,
+                builder, runner, cost_model, ms_log, trials_per_iter, population_size, seed, host_cores, key, measured_by,
             )
         for st, task in zip(states, extracted):
             st.best_us = _best_us(working.database, task)
-        metadata["trials_per_task"] = min(s.trials for s in (states[j] for j in selected))
         working.commit()
         records = working.records()
     finally:
@@ -287,6 +333,7 @@ def _tune_task(
     metadata: dict[str, Any], counter: dict[str, int], trials_per_task: int,
     progress: Callable[[str, int, int, float | None], None] | None, builder: Any, runner: Any, cost_model: Any,
     ms_log: logging.Logger, trials_per_iter: int, population_size: int, seed: int | None, host_cores: int,
+    model: str, measured_on: str,
 ) -> None:
     """Tune one task until it has ``trials_per_task`` trials, committing the database every batch."""
     st = states[i]
@@ -299,7 +346,12 @@ def _tune_task(
              rank, len(selected), st.name, st.weight, st.flops / 1e6, st.trials, remaining)
 
     def record() -> None:
-        metadata["tasks"][st.key] = {"name": st.name, "trials": st.trials, "weight": st.weight, "best_us": st.best_us}
+        entry = metadata["tasks"].get(st.key, {})
+        metadata["tasks"][st.key] = {
+            **entry, "name": entry.get("name", st.name), "trials": st.trials, "weight": max(st.weight, entry.get("weight", 0)),
+            "best_us": st.best_us, "models": sorted({*entry.get("models", []), model}),
+            "measured_on": sorted({*entry.get("measured_on", []), measured_on}),
+        }
 
     def on_batch(n: int, latencies: list[float]) -> None:
         st.trials += n
@@ -308,8 +360,6 @@ def _tune_task(
             best = min(latencies) * 1e6
             st.best_us = best if st.best_us is None else min(st.best_us, best)
         record()
-        metadata["trials_per_task"] = max(int(metadata.get("trials_per_task", 0)),
-                                          min(s.trials for s in (states[j] for j in selected)))
         working.commit()
         log.info("[%d/%d] %s: %d/%d trials, best %s, %d valid of %d", rank, len(selected), st.name,
                  st.trials, trials_per_task, _fmt_us(st.best_us), len(latencies), n)
@@ -404,6 +454,7 @@ def _summary(
         records=records,
         estimated_ms=(sum(s.cost_us for s in tuned) / 1e3) if tuned else None,
         untuned_tasks=tuple(sorted(s.name for s in states if s.best_us is None)),
+        tuned_fraction=(sum(s.flops * s.weight for s in tuned) / total) if (total := sum(s.flops * s.weight for s in states)) else 0.0,
         elapsed_s=elapsed,
         build_failures=builder.failures,
         prepack=prepack,

@@ -174,11 +174,13 @@ def benchmark(
         add(lambda: TorchRunner(model, prepare=prepare), "pytorch")
         if shift_overhead:
             base = _noshift_checkpoint(checkpoint)
-            database = manifest.tuning.get("database") if manifest.tuning else None
-            if database and not Path(database).is_dir():
-                log.warning("the artifact's tuning database %s is gone: the baseline is compiled without it", database)
-                tuning["noshift_note"] = f"tuning database {database} not found: baseline untuned"
-                database = None
+            recorded = manifest.tuning or {}
+            database = recorded.get("libraries") or ([recorded["database"]] if recorded.get("database") else [])
+            gone = [d for d in database if not Path(d).is_dir()]
+            if gone:
+                log.warning("the artifact's tuning records %s are gone: the baseline is compiled without them", gone[0])
+                tuning["noshift_note"] = f"tuning records {gone[0]} not found: baseline compiled without them"
+                database = [d for d in database if d not in gone]
             stage("compiling the same network without shifts (same target, fusion and tuning records)")
             result = compile_artifact(base, _target_from_manifest(manifest), Path(tmp) / "noshift", database=database)
             tuning["noshift"] = result.coverage.to_dict()

@@ -218,8 +218,10 @@ class BenchReport:
 
 def _coverage_text(cov: dict[str, Any]) -> str:
     if not cov or not cov.get("database"):
-        return f"none ({cov.get('tasks', '?')} tasks on default schedules)" if cov else "unknown"
-    return f"{cov['tuned']}/{cov['tasks']} tasks ({cov['database']})"
+        return f"none ({cov.get('tasks', '?')} kernels without records)" if cov else "unknown"
+    share = f"{100 * cov['tuned_fraction']:.1f} % of the multiply-accumulates, " if "tuned_fraction" in cov else ""
+    derived = f", {len(cov['derived'])} scheduled like the nearest tuned kernel" if cov.get("derived") else ""
+    return f"{share}{cov['tuned']}/{cov['tasks']} kernels{derived} ({', '.join(cov.get('libraries') or [cov['database']])})"
 
 
 @dataclass
