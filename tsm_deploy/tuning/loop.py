@@ -70,11 +70,11 @@ class TuningSummary:
     records: int  # lines in database_tuning_record.json
     estimated_ms: float | None  # sum over tuned tasks of weight x best latency
     untuned_tasks: tuple[str, ...]
-    tuned_fraction: float = 0.0  # of the model's work (FLOPs x weight) in kernels with a record
     elapsed_s: float
     build_failures: int = 0
     prepack: bool = False
     per_task: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    tuned_fraction: float = 0.0  # of the model's work (FLOPs x weight) in kernels with a record
 
     def line(self) -> str:
         est = f"{self.estimated_ms:.2f} ms" if self.estimated_ms is not None else "n/a"
@@ -381,6 +381,24 @@ def _tune_task(
         num_threads=host_cores,
         logger=ms_log,  # not MetaSchedule's own per-task log files and console handlers
     ).clone()
+    try:
+        _search(context, task, remaining, trials_per_iter, builder, runner, working, cost_model, on_batch)
+    except RuntimeError as exc:  # TVM's search itself failed on this kernel (seen: an int32 overflow in a
+        # candidate's loop bounds): the records so far are committed; the other kernels go on
+        log.warning("%s: the search failed after %d trials (%s); going on with the next kernel",
+                    st.name, st.trials, " ".join(str(exc).split())[-200:])
+        working.commit()
+        return
+    if st.trials < trials_per_task:
+        # the search ran out of new candidates: count the task as done for this budget
+        log.info("%s: search space exhausted at %d trials", st.name, st.trials)
+        st.trials = trials_per_task
+        record()
+    working.commit()
+
+
+def _search(context: Any, task: Any, remaining: int, trials_per_iter: int, builder: Any, runner: Any,
+            working: WorkingCopy, cost_model: Any, on_batch: Callable[[int, list[float]], None]) -> None:
     ms.tune_tasks(
         tasks=[context],
         task_weights=[float(task.weight)],
@@ -400,12 +418,6 @@ def _tune_task(
         ],
         task_scheduler="round-robin",
     )
-    if st.trials < trials_per_task:
-        # the search ran out of new candidates: count the task as done for this budget
-        log.info("%s: search space exhausted at %d trials", st.name, st.trials)
-        st.trials = trials_per_task
-        record()
-    working.commit()
 
 
 SMALL_COPY_ELEMENTS = 1 << 16  # elements over all buffers
