@@ -59,7 +59,7 @@ def test_merged_shifts_stream_the_same_numbers_with_ten_fewer_calls(small_checkp
         script = merged[name].script()
         assert "shift_values" not in script and "state_update" in script, name
         assert "shift_values" in copied[name].script(), name
-    # the session's small artifact is this model compiled with the merge (compile_artifact, no records):
+    # the small_artifact fixture is this model compiled with the merge (compile_artifact, no records):
     # it streams the very numbers of the unmerged module
     rng = np.random.default_rng(0)
     frames = [rng.standard_normal(prepared.io.inputs["frame"]).astype(np.float32) for _ in range(4)]

@@ -298,7 +298,7 @@ def test_tune_emulate_then_compile_applies_the_records(tmp_path, small_checkpoin
 
 
 @pytest.mark.slow
-@pytest.mark.heavy  # 116 s in CI (session 7): make test-all; benchmarks/rasp4-emulated.json is its committed run
+@pytest.mark.heavy  # 116 s in CI (measured 2026-12-02): make test-all; benchmarks/rasp4-emulated.json is its committed run
 @needs_tools
 def test_bench_emulate_counts_tvm_its_baselines_and_onnxruntime(tmp_path, small_checkpoint, small_checkpoint_file):
     """`bench --emulate`: per-frame instruction counts for the artifact, the same module untuned, the

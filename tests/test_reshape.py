@@ -66,7 +66,7 @@ def test_manifest_2_round_trips_and_format_1_still_loads(tmp_path, small_artifac
     manifest = read_manifest(small_artifact)
     assert manifest.format_version == 2 and manifest.kind == "stream"
     assert Manifest.from_json(manifest.to_json()) == manifest
-    # format 1 (session 1) had no io section: its modules returned the next state. Compile one that
+    # format 1 (before fa70496, 2026-11-22) had no io section: its modules returned the next state. Compile one that
     # does (the state packed by a kernel and returned, the fallback when the in-place rewrite does
     # not apply) and describe it in format 1.
     import tsm_deploy.pipeline

@@ -98,7 +98,7 @@ def rpc_database(tmp_path_factory, rpc_tracker, small_checkpoint):
 
 
 @pytest.mark.slow
-@pytest.mark.heavy  # 5.6 min on the 2-core machine (session 6): make test-all
+@pytest.mark.heavy  # 5.6 min on the 2-core machine (measured 2026-11-22): make test-all
 @pytest.mark.rpc
 def test_tune_two_tasks_through_rpc_tracker(rpc_database):
     db, summary, seen = rpc_database

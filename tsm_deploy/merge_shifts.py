@@ -6,9 +6,9 @@ model that dispatch was most of the shift's overhead. The merge keeps the consum
 record's schedule; the tuner never sees the merged kernel: tune and compile prepare the same module and
 this runs after the records); a small loop after them writes this frame's channels into the state.
 
-Two ways, chosen per target (``shift_merge`` in the target file) by what was measured (session 7,
-default model): ``copy`` writes the shifted activation in front of the tuned loops (one thread, a loop
-over the pixels); ``inline`` inlines the shift's values into the tuned loops: they read the previous
+Two ways, chosen per target (``shift_merge`` in the target file) by what was measured (2026-12-02,
+commit a54e55b, default model): ``copy`` writes the shifted activation in front of the tuned loops
+(one thread, a loop over the pixels); ``inline`` inlines the shift's values into the tuned loops: they read the previous
 frame's channels straight from the state and the rest from the activation, and the shifted activation
 is never written. x86 (x86-avx2 records, paired TVM-only rounds on a 2-core VM, against the network
 without shifts): copy +1.9 % per frame at two threads, inline +0.35 to +0.99 % (the bench's own
