@@ -298,3 +298,6 @@ def test_soak_10000_frames_hold_memory(small_artifact):
         model.step(frames[i % 16])
     grown = _rss_mb() - start
     assert grown < 5.0, f"RSS grew by {grown:.1f} MB over 9,700 frames (from {start:.1f} MB)"
+    # with the option, the same frames run and their outputs are written
+    assert runtime_main([str(small_artifact), "--inputs", str(inputs), "--outputs", str(outputs), "--allow-non-finite"]) == 0
+    assert outputs.exists()

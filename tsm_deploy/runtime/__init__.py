@@ -16,12 +16,14 @@ from .preprocess import prepare_frame
 from .stream import DEFAULT_HISTORY, StepResult, StreamingModel, recommended_history
 
 
-def load_model(artifact_dir: Path | str, history: int | None = 1, threads: int | None = None) -> StreamingModel | ClipModel:
-    """The right model class for the artifact's I/O kind (its manifest says)."""
+def load_model(artifact_dir: Path | str, history: int | None = 1, threads: int | None = None,
+               allow_non_finite: bool = False) -> StreamingModel | ClipModel:
+    """The right model class for the artifact's I/O kind (its manifest says). ``allow_non_finite``:
+    run prepared inputs holding NaN or infinity instead of refusing them."""
     manifest = read_manifest(artifact_dir, check_module=False)
     if manifest.kind == "clip":
-        return ClipModel(artifact_dir, threads=threads)
-    return StreamingModel(artifact_dir, history=history, threads=threads)
+        return ClipModel(artifact_dir, threads=threads, allow_non_finite=allow_non_finite)
+    return StreamingModel(artifact_dir, history=history, threads=threads, allow_non_finite=allow_non_finite)
 
 
 __all__ = [

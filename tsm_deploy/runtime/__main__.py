@@ -40,6 +40,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--outputs", help="where to save logits and buffers (.npz) for --inputs")
     parser.add_argument("--check", action="store_true", help="only load and check the artifact")
     parser.add_argument("--threads", type=int, default=None, help="TVM CPU threads (default: the artifact's cores)")
+    parser.add_argument("--allow-non-finite", action="store_true",
+                        help="run prepared frames holding NaN or infinity instead of refusing them")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
-        model = load_model(args.artifact, history=args.history, threads=args.threads)
+        model = load_model(args.artifact, history=args.history, threads=args.threads, allow_non_finite=args.allow_non_finite)
         if args.check:
             print(f"ok: {args.artifact} ({model.manifest.target['name']}, {model.manifest.model['arch']})")
         elif args.video:
