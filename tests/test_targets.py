@@ -65,8 +65,10 @@ def test_targets_command_json() -> None:
     assert by_name["jetson-nano"]["runs_here"] is False  # an aarch64 GPU is never this machine
     assert by_name["rasp4"]["emulator"]["program"] == "qemu-aarch64-static"
     for entry in data:
-        assert set(entry["tuning_records"]) == {"model", "path", "present"}
+        assert set(entry["tuning_records"]) == {"path", "present", "kernels", "models", "fallbacks"}
         assert isinstance(entry["tuning_records"]["present"], bool)
+    assert by_name["x86-avx512"]["tuning_records"]["fallbacks"] == ["x86-avx2"]
+    assert by_name["jetson-nano-cpu"]["tuning_records"]["fallbacks"] == ["rasp4"]
     assert by_name["cuda"]["gpu"] is None or by_name["cuda"]["gpu"].startswith("sm_")
 
 
