@@ -195,6 +195,7 @@ def test_no_kernel_of_the_same_kind_leaves_the_default_schedule():
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # 168 s on the loaded 2-core machine (2026-12-03); test_wheel covers the lookup in CI
 def test_a_class_count_never_tuned_compiles_from_the_library_and_keeps_parity(tmp_path, small_checkpoint_file):
     """The small test model differs from the default model only in its class count (10, not 11): every
     convolution is a kernel the x86-avx2 library holds; only the classifier is new."""
