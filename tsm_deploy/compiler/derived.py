@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import tvm
-import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 
-from .records import tir_functions, workload_of
+from ..tuning.database import workload_key
+from .records import is_scheduled, tir_functions, workload_of
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +125,11 @@ def _postprocs(target: tvm.target.Target, workload: tvm.IRModule) -> list[Any]:
 def _tuned_kernels(databases: Sequence[tuple[str, Any, dict[str, Any]]]) -> list[tuple[_Shape, Any, str]]:
     """(shape, best trace, kernel name) of every workload the libraries hold, own library first."""
     kernels = []
-    seen: set[int] = set()
+    seen: set[str] = set()
     for library, database, tasks in databases:
-        best: dict[int, Any] = {}
+        best: dict[str, Any] = {}
         for record in database.get_all_tuning_records():
-            key = int(tvm_ffi.structural_hash(record.workload.mod)) & 0xFFFFFFFFFFFFFFFF
+            key = workload_key(record.workload.mod)
             if key in seen or not record.run_secs:
                 continue
             cost = sum(float(s) for s in record.run_secs) / len(record.run_secs)
@@ -141,7 +141,7 @@ def _tuned_kernels(databases: Sequence[tuple[str, Any, dict[str, Any]]]) -> list
             seen.add(key)
             shape = kernel_shape(record.workload.mod)
             if shape is not None:
-                name = tasks.get(str(key), {}).get("name") or f"workload {key:x}"
+                name = tasks.get(key, {}).get("name") or f"workload {key}"
                 kernels.append((shape, record.trace, f"{name} ({library})"))
     return kernels
 
@@ -185,11 +185,6 @@ def derive_schedules(
     with target, memory:
         scheduled = tvm.relax.transform.MetaScheduleApplyDatabase()(mod)
     # applying records may rename the functions it schedules: what is still unscheduled tells
-    still = {n for n, f in tir_functions(scheduled).items() if not _scheduled(f)}
+    still = {n for n, f in tir_functions(scheduled).items() if not is_scheduled(f)}
     return scheduled, [(kernel, source) for kernel, source in derived if kernel not in still]
 
-
-def _scheduled(func: Any) -> bool:
-    from .records import is_scheduled
-
-    return is_scheduled(func)

@@ -64,6 +64,13 @@ def target_libraries(target: Any, root: Path | None = None) -> list[RecordLibrar
     return [lib for lib in libraries if has_database(lib.path)]
 
 
+def workload_key(mod: Any) -> str:
+    """A workload's key in ``tuning.json``: its structural hash, unsigned (task names repeat across models)."""
+    import tvm_ffi
+
+    return str(tvm_ffi.structural_hash(mod) & 0xFFFFFFFFFFFFFFFF)
+
+
 def library_dir(tuning_logs: str | None, root: Path | None = None) -> Path | None:
     """The record library of a target whose ``tuning_logs`` folder is given (None: it has none)."""
     if tuning_logs is None:

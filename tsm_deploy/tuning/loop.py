@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import tvm
-import tvm_ffi
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
@@ -36,7 +35,7 @@ from ..pipeline import prepare_module
 from ..target_status import cpu_name
 from ..targets import DeployTarget
 from .builder import DEFAULT_BUILD_TIMEOUT_S, PersistentBuilder
-from .database import WorkingCopy, library_dir, library_lock, measurement_kind, model_key, read_metadata
+from .database import WorkingCopy, library_dir, workload_key, library_lock, measurement_kind, model_key, read_metadata
 from .rpc import RpcConfig, check_tracker
 
 log = logging.getLogger("tsm_deploy.tune")
@@ -164,7 +163,7 @@ def plan_tasks(extracted: list[Any], known: dict[str, Any], max_tasks: int | Non
 
 def _task_key(task: Any) -> str:
     """A workload's key in ``tuning.json``: its structural hash (task names repeat across models)."""
-    return str(tvm_ffi.structural_hash(task.dispatched[0]) & 0xFFFFFFFFFFFFFFFF)
+    return workload_key(task.dispatched[0])
 
 
 def _runner(target: DeployTarget, rpc: RpcConfig | None, emulate: bool) -> tuple[Any, Callable[[], None], str]:
