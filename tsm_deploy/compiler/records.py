@@ -3,7 +3,8 @@
 A prepared module's kernels (its fused TIR functions) are scheduled in stages: the target's own
 library, then each library the target file names as valid on it (``record_fallbacks``), then, for
 a kernel no library has, the schedule of the nearest tuned kernel of the same kind carried over
-(:mod:`.derived`). What is left runs TVM's default schedule. Coverage is reported by work (the
+(:mod:`.derived`), and a kernel that only moves data an inlined, parallel loop nest
+(:mod:`.data_movement`). What is left runs TVM's default schedule. Coverage is reported by work (the
 multiply-accumulates of the kernels each stage scheduled), not by count alone: a class count never
 tuned changes one small dense layer, not the convolutions.
 """
@@ -19,6 +20,7 @@ from typing import Any, Sequence
 import tvm
 from tvm import relax
 
+from .data_movement import schedule_data_movement
 from ..tuning.database import RecordLibrary, database_prepack, has_database, open_database, read_metadata
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ class TuningCoverage:
     libraries: tuple[str, ...] = ()  # paths of the libraries applied, in order
     by_library: tuple[tuple[str, int], ...] = ()  # (library name, kernels it scheduled)
     derived: tuple[tuple[str, str], ...] = ()  # (kernel, the tuned kernel whose schedule it took)
+    data_movement: tuple[str, ...] = ()  # kernels without a reduction given :mod:`.data_movement`'s schedule
     macs: float = 0.0  # multiply-accumulates of all kernels, per call of main
     tuned_macs: float = 0.0  # of those, in kernels scheduled from a record
     missing_macs: tuple[tuple[str, float], ...] = ()  # (kernel, macs) without a record, largest first
@@ -54,7 +57,9 @@ class TuningCoverage:
                 text += ", " + ", ".join(others)
         if self.derived:
             text += f"; {len(self.derived)} kernels scheduled like the nearest tuned kernel"
-        default = self.tasks - self.tuned - len(self.derived)
+        if self.data_movement:
+            text += f"; {len(self.data_movement)} data-movement kernels inlined and run in parallel"
+        default = self.tasks - self.tuned - len(self.derived) - len(self.data_movement)
         if default:
             text += f"; {default} on TVM's default schedule"
         return text
@@ -68,6 +73,7 @@ class TuningCoverage:
             "libraries": list(self.libraries),
             "by_library": {name: n for name, n in self.by_library},
             "derived": {kernel: source for kernel, source in self.derived},
+            "data_movement": list(self.data_movement),
             "macs": self.macs,
             "tuned_macs": self.tuned_macs,
             "tuned_fraction": round(self.tuned_fraction, 6),
@@ -179,6 +185,9 @@ def apply_records(
         from .derived import derive_schedules
 
         mod, derived = derive_schedules(mod, target, sorted(left), databases)
+    moved: list[str] = []
+    if derive:
+        mod, moved = schedule_data_movement(mod, target, sorted(_unscheduled(mod)))
     if prepack:
         mod = prepack_weights(mod, target)
     untuned = tuple(sorted(left))  # the names as the libraries left them (applying records renames)
@@ -190,6 +199,7 @@ def apply_records(
         libraries=tuple(str(lib.path) for lib in libraries),
         by_library=tuple(by_library),
         derived=tuple(derived),
+        data_movement=tuple(moved),
         macs=total,
         tuned_macs=total - sum(left.values()),
         missing_macs=tuple(sorted(left.items(), key=lambda kv: -kv[1])),
