@@ -1,7 +1,6 @@
 """The schedule without search for reduction-free kernels: exact, parallel, refuses reductions."""
 
 import numpy as np
-import pytest
 import tvm
 from tvm import te, topi
 

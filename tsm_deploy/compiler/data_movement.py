@@ -53,13 +53,13 @@ def schedule_data_movement(
     (CPU targets only). -> (module, names of the kernels scheduled)."""
     if target.kind.name != "llvm":
         return mod, []
+    functions = dict(mod.functions)
     done: list[str] = []
     for name in names:
         gv = mod.get_global_var(name)
-        scheduled = _schedule(mod[gv])
-        if scheduled is None:
-            continue
-        mod = tvm.IRModule({**{g: f for g, f in mod.functions.items() if g != gv}, gv: scheduled}, attrs=mod.attrs)
-        done.append(name)
-        log.info("kernel %s: data movement, inlined and run in parallel", name)
-    return mod, done
+        scheduled = _schedule(functions[gv])
+        if scheduled is not None:
+            functions[gv] = scheduled
+            done.append(name)
+            log.info("kernel %s: data movement, inlined and run in parallel", name)
+    return (tvm.IRModule(functions, attrs=mod.attrs) if done else mod), done

@@ -155,7 +155,8 @@ def apply_records(
 ) -> tuple[tvm.IRModule, TuningCoverage]:
     """Schedule the kernels of ``mod`` (from :func:`tsm_deploy.pipeline.prepare_module`, without
     prepacking) from ``libraries`` in order; with ``derive``, carry the nearest tuned kernel's
-    schedule over to those no library has. When the libraries were tuned with prepacking
+    schedule over to those no library has, and give the data-movement kernels still left
+    :mod:`.data_movement`'s schedule. When the libraries were tuned with prepacking
     (``tuning.json``), the same layout-free marking is applied first so the workloads match, and the
     weight layout rewrites of the scheduled kernels are folded into the constants afterwards."""
     functions = tir_functions(mod)

@@ -220,10 +220,10 @@ def _coverage_text(cov: dict[str, Any]) -> str:
     if not cov or not cov.get("database"):
         return f"none ({cov.get('tasks', '?')} kernels without records)" if cov else "unknown"
     share = f"{100 * cov['tuned_fraction']:.1f} % of the multiply-accumulates, " if "tuned_fraction" in cov else ""
-    derived = f", {len(cov['derived'])} scheduled like the nearest tuned kernel" if cov.get("derived") else ""
+    scheduled = f", {len(cov['derived'])} scheduled like the nearest tuned kernel" if cov.get("derived") else ""
     if cov.get("data_movement"):
-        derived += f", {len(cov['data_movement'])} data-movement kernels run in parallel"
-    return f"{share}{cov['tuned']}/{cov['tasks']} kernels{derived} ({', '.join(cov.get('libraries') or [cov['database']])})"
+        scheduled += f", {len(cov['data_movement'])} data-movement kernels run in parallel"
+    return f"{share}{cov['tuned']}/{cov['tasks']} kernels{scheduled} ({', '.join(cov.get('libraries') or [cov['database']])})"
 
 
 @dataclass
