@@ -3,7 +3,7 @@
 ``targets/`` and ``tuning_logs/`` live at the repository root (the layout the project documents and
 commits), outside the ``tsm_deploy`` package, so a plain wheel would leave them out and an installed
 ``tsm-deploy`` would know no target. ``build_py`` copies both into the built package as
-``tsm_deploy/_data/targets`` and ``tsm_deploy/_data/tuning_logs``; ``tsm_deploy.resources`` finds
+``tsm_deploy/_data/targets`` and ``tsm_deploy/_data/tuning_logs``; ``tsm_deploy.support.resources`` finds
 them there when there is no checkout beside the package. ``sdist`` ships both folders so that a
 wheel built from the sdist has them too. Nothing is duplicated in git.
 """

@@ -18,11 +18,11 @@ import tempfile
 from pathlib import Path
 
 from tsm_deploy.checkpoint import default_checkpoint, resolve_checkpoint
-from tsm_deploy.compile import compile_artifact
+from tsm_deploy.compiler.artifact import compile_artifact
 from tsm_deploy.evaluate.bench import DEFAULT_WARMUP, benchmark, write_report
 from tsm_deploy.models import ModelConfig
 from tsm_deploy.errors import TsmDeployError
-from tsm_deploy.targets import load_target
+from tsm_deploy.target.targets import load_target
 
 MIN_FRAMES = 200
 log = logging.getLogger("bench")

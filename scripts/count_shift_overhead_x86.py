@@ -24,13 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tsm_deploy.atomic import atomic_write_text  # noqa: E402
+from tsm_deploy.support.atomic import atomic_write_text  # noqa: E402
 from tsm_deploy.checkpoint import default_checkpoint  # noqa: E402
-from tsm_deploy.compile import compile_artifact, resolve_database  # noqa: E402
-from tsm_deploy.device.meter import MARKER_SYSCALL, build_meter_plugin  # noqa: E402
+from tsm_deploy.compiler.artifact import compile_artifact, resolve_database  # noqa: E402
+from tsm_deploy.emulation.meter import MARKER_SYSCALL, build_meter_plugin  # noqa: E402
 from tsm_deploy.errors import TsmDeployError  # noqa: E402
 from tsm_deploy.evaluate.bench import _noshift_checkpoint  # noqa: E402
-from tsm_deploy.targets import load_target  # noqa: E402
+from tsm_deploy.target.targets import load_target  # noqa: E402
 
 QEMU = "qemu-x86_64"
 
@@ -40,7 +40,7 @@ def count_frames(artifact: Path, frames: int, plugin: Path) -> list[int]:
     with tempfile.TemporaryDirectory(prefix="tsm-count-") as tmp:
         counts = Path(tmp) / "counts.txt"
         command = [QEMU, "-cpu", "max", "-plugin", f"{plugin},out={counts},marker={MARKER_SYSCALL},mode=inline",
-                   sys.executable, "-m", "tsm_deploy.device.guest_measure", "--counts", str(counts),
+                   sys.executable, "-m", "tsm_deploy.emulation.guest_measure", "--counts", str(counts),
                    "--helper", "/dev/null", "artifact", str(artifact), "--frames", str(frames)]
         run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
                              env={"PATH": "/usr/bin:/bin", "TVM_NUM_THREADS": "1", "PYTHONHASHSEED": "0"})

@@ -62,7 +62,7 @@ def step(title: str) -> None:
 
 def run(args: argparse.Namespace) -> bool:
     from tsm_deploy.checkpoint import default_checkpoint
-    from tsm_deploy.compile import compile_artifact, describe
+    from tsm_deploy.compiler.artifact import compile_artifact, describe
     from tsm_deploy.data import synthetic
     from tsm_deploy.data.video_io import write_video
     from tsm_deploy.evaluate.bench import benchmark, write_report
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> bool:
     from tsm_deploy.runtime import StreamingModel
     from tsm_deploy.runtime.recognise import recognise_video
     from tsm_deploy.runtime.timeline import score_segments
-    from tsm_deploy.targets import load_target
+    from tsm_deploy.target.targets import load_target
 
     out = args.output
     out.mkdir(parents=True, exist_ok=True)

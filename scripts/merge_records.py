@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tsm_deploy.errors import TsmDeployError  # noqa: E402
-from tsm_deploy.tuning.database import DEFAULT_KEEP, has_database, library_dir, merge_databases  # noqa: E402
+from tsm_deploy.target.library import DEFAULT_KEEP, has_database, library_dir, merge_databases  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

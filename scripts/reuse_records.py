@@ -23,11 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tsm_deploy.checkpoint import default_checkpoint  # noqa: E402
-from tsm_deploy.compile import compile_artifact  # noqa: E402
-from tsm_deploy.device.meter import count_artifact  # noqa: E402
+from tsm_deploy.compiler.artifact import compile_artifact  # noqa: E402
+from tsm_deploy.emulation.meter import count_artifact  # noqa: E402
 from tsm_deploy.errors import TsmDeployError  # noqa: E402
-from tsm_deploy.targets import load_target  # noqa: E402
-from tsm_deploy.tuning.database import DATABASE_FILES, database_dir, read_metadata, write_metadata  # noqa: E402
+from tsm_deploy.target.targets import load_target  # noqa: E402
+from tsm_deploy.target.library import DATABASE_FILES, database_dir, read_metadata, write_metadata  # noqa: E402
 
 log = logging.getLogger("reuse_records")
 

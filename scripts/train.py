@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tsm_deploy.atomic import atomic_write_text  # noqa: E402
+from tsm_deploy.support.atomic import atomic_write_text  # noqa: E402
 from tsm_deploy.checkpoint import LoadedCheckpoint, save_checkpoint  # noqa: E402
 from tsm_deploy.data import synthetic  # noqa: E402
 from tsm_deploy.errors import TsmDeployError  # noqa: E402
@@ -121,7 +121,7 @@ def run_one(config: TrainConfig, args: argparse.Namespace) -> dict:
         entry["scripted_stream"] = [row for row in sweep if row["history"] == history]
         entry["history_sweep"] = sweep
         from tsm_deploy.errors import CheckFailed
-        from tsm_deploy.export import export_onnx
+        from tsm_deploy.frontend.export import export_onnx
 
         try:  # the trained model must stay as well conditioned as the repo's parity tolerance assumes
             entry["onnxruntime_max_abs_error"] = export_onnx(model, check_ort=True).ort_max_abs_error

@@ -117,7 +117,7 @@ def test_installed_wheel_resolves_its_packaged_data(installed: tuple[Path, Path]
     probe = (
         "import json, tsm_deploy\n"
         "from tsm_deploy import resources\n"
-        "from tsm_deploy.targets import PROJECT_ROOT, TARGETS_DIR, available_targets\n"
+        "from tsm_deploy.target.targets import PROJECT_ROOT, TARGETS_DIR, available_targets\n"
         "print(json.dumps({'package': tsm_deploy.__file__, 'targets': str(resources.targets_dir()),\n"
         "    'tuning_logs': str(resources.tuning_logs_dir()), 'default_model': str(resources.default_model_dir()),\n"
         "    'project_root': str(PROJECT_ROOT), 'targets_dir': str(TARGETS_DIR), 'names': available_targets()}))\n"

@@ -18,8 +18,10 @@ import torch
 from torch import nn
 
 from ..models import ModelConfig, build_model
-from ..resources import default_model_dir
-from . import LoadedCheckpoint, sha256_bytes
+from ..support.resources import default_model_dir
+from .core import LoadedCheckpoint
+from .load import load_checkpoint
+from .reader import sha256_bytes
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +35,6 @@ TRAINED_FILE = "tsm_mobilenet_v2_online_synthetic.pth"
 @functools.lru_cache(maxsize=1)
 def trained_checkpoint() -> LoadedCheckpoint | None:
     """The committed trained default model with its labels and task, or None when it is absent."""
-    from . import load_checkpoint
-
     folder = default_model_dir()
     path = folder / TRAINED_FILE
     if not path.is_file():

@@ -21,12 +21,11 @@ import torch
 
 from ..errors import TsmDeployError
 from ..models import ONLINE_MOBILENET_V2, ModelConfig
-from . import FORMAT_VERSION, check_fits, misfit
+from .core import FORMAT_VERSION, closest_width, expected_shapes
+from .offline import convert_offline_checkpoint, offline_layout
 
 log = logging.getLogger(__name__)
 
-# width multipliers tried when a bare state dict does not say which one it was trained with
-_WIDTH_CANDIDATES = (1.0, 0.5, 0.75, 1.4, 0.35, 1.3)
 
 
 @dataclass(frozen=True)
@@ -54,8 +53,6 @@ def _tensor_dict(state: Any, what: str) -> dict[str, torch.Tensor]:
 
 
 def interpret(obj: Any, filename: str, overrides: Mapping[str, Any]) -> Interpreted:
-    from .offline import offline_layout
-
     if not isinstance(obj, Mapping):
         raise TsmDeployError(f"checkpoint holds a {type(obj).__name__}, not a state dict")
     if "tsm_deploy_format" in obj:
@@ -88,8 +85,6 @@ def _own(obj: Mapping[str, Any], overrides: Mapping[str, Any]) -> Interpreted:
 def _offline(obj: Mapping[str, Any], filename: str, overrides: Mapping[str, Any]) -> Interpreted:
     """An original or MMAction2 offline checkpoint: what the file says, the user's options fill the rest
     (and win for what the weights do not fix: input size, segments, fold)."""
-    from .offline import convert_offline_checkpoint
-
     converted = convert_offline_checkpoint(obj, filename)
     for note in converted.notes:
         log.info("%s", note)
@@ -120,16 +115,5 @@ def _online_mobilenet(state: dict[str, torch.Tensor], layout: str, overrides: Ma
     except TypeError as exc:
         raise TsmDeployError(f"bad model option: {exc}") from None
     config = replace(base, arch=ONLINE_MOBILENET_V2, n_class=int(state["classifier.weight"].shape[0]))
-    return Interpreted(best_fit(state, [replace(config, width_mult=w) for w in _WIDTH_CANDIDATES]), state, layout)
-
-
-def best_fit(state: Mapping[str, torch.Tensor], candidates: list[ModelConfig]) -> ModelConfig:
-    """The first candidate the weights fit; else the error of the closest one (fewest misfits)."""
-    scored = []
-    for candidate in candidates:
-        bad, _ = misfit(state, candidate)
-        if bad == 0:
-            return candidate
-        scored.append((bad, candidates.index(candidate), candidate))
-    check_fits(state, min(scored)[2])  # raises the most telling error
-    return candidates[0]
+    width = closest_width(state, lambda w: expected_shapes(replace(config, width_mult=w)))
+    return Interpreted(replace(config, width_mult=width), state, layout)  # load_checkpoint checks the fit

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import TsmDeployError
+from .core import closest_width, mismatches
 from ..models.mobilenet_v2 import INVERTED_RESIDUAL_SETTING
 from ..models.resnet import RESNET_STAGES
 from ..models.tsn import MOBILENET_V2_ARCH, RESNET_ARCHS, build_offline
@@ -35,8 +36,6 @@ from ..models.tsn import MOBILENET_V2_ARCH, RESNET_ARCHS, build_offline
 TSM_ORIGINAL = "tsm-original"
 MMACTION2 = "mmaction2"
 MAX_SHOWN = 10  # mismatch lines shown before "...and N more"
-# width multipliers tried for MobileNetV2 (the original trains at 1.0; shapes decide)
-_WIDTH_CANDIDATES = (1.0, 0.5, 0.75, 1.4, 0.35, 1.3)
 _ARCH_BY_DEPTH = {depth: arch for arch, depth in RESNET_ARCHS.items()}
 _MMACTION2_BACKBONES = {"ResNetTSM", "MobileNetV2TSM"}
 
@@ -434,13 +433,10 @@ def mismatch_lines(
 ) -> list[str]:
     """One line per missing key, unexpected key and shape mismatch (both shapes), the first ``shown``
     of them, then ``...and N more``; empty when the state dict fits."""
-    lines = [f"missing key {k} (model expects {expected[k]})" for k in expected if k not in state]
-    lines += [f"unexpected key {k} (checkpoint has {tuple(v.shape)})" for k, v in state.items() if k not in expected]
-    lines += [
-        f"shape mismatch {k}: checkpoint {tuple(state[k].shape)}, model {shape}"
-        for k, shape in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(shape)
-    ]
+    found = mismatches(state, expected)
+    lines = [f"missing key {k} (model expects {expected[k]})" for k in found.missing]
+    lines += [f"unexpected key {k} (checkpoint has {tuple(state[k].shape)})" for k in state if k not in expected]
+    lines += [f"shape mismatch {k}: checkpoint {got}, model {want}" for k, got, want in found.shapes]
     return lines[:shown] + ([f"...and {len(lines) - shown} more"] if len(lines) > shown else [])
 
 
@@ -461,11 +457,7 @@ def _match_names(
 
 
 def _mobilenet_width(state: Mapping[str, torch.Tensor], options: dict[str, Any]) -> float:
-    for width in _WIDTH_CANDIDATES:
-        shapes = expected_shapes(**{**options, "width_mult": width})
-        if all(_shape(state, k) == s for k, s in shapes.items() if k in state and "num_batches" not in k):
-            return width
-    return 1.0  # the mismatch report at width 1.0 says what is wrong
+    return closest_width(state, lambda w: expected_shapes(**{**options, "width_mult": w}))
 
 
 # ---------------------------------------------------------------------------------------- the converter

@@ -1,12 +1,16 @@
-"""``tsm-deploy bench``: latency side by side (TVM, ONNX Runtime, PyTorch), or on a device over RPC."""
+"""``tsm-deploy bench``: latency side by side (TVM, ONNX Runtime, PyTorch), instruction counts on an
+emulated ARM CPU, or latency on a device over RPC."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
+from ..errors import TsmDeployError
 from .common import (
+    PLACE_KEYS,
     ProgressBar,
     checkpoint_options,
     echo_args,
@@ -14,22 +18,24 @@ from .common import (
     json_option,
     load_checkpoint_for,
     model_overrides,
+    place_options,
     progress,
+    resolve_place_for,
 )
+
+DEFAULT_FRAMES = {"host": 200, "rpc": 200, "emulated": 3}  # emulated: each frame is an exact count
 
 
 @click.command(name="bench")
 @click.argument("artifact", type=click.Path(path_type=Path))
 @checkpoint_options
-@click.option("--frames", type=int, default=None, help="Timed frames (clips) per runner (default 200; --emulate: 3).")
-@click.option("--warmup", type=int, default=20, show_default=True, help="Untimed frames per runner first.")
-@click.option("--threads", type=int, default=None, help="Threads for every runner (default: all cores).")
+@click.option("--frames", type=int, default=None, help="Timed frames (clips) per runner (default 200; --emulate: 3 counted).")
+@click.option("--warmup", type=int, default=None, help="Untimed frames per runner first (default 20).")
+@click.option("--threads", type=int, default=None, help="Threads for every runner on this host (default: all cores).")
 @json_option()
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write a PNG bar chart here.")
-@click.option("--no-shift-overhead", is_flag=True, help="Skip compiling and timing the network without shifts.")
-@click.option("--rpc", "rpc_address", default=None, metavar="HOST:PORT", help="Time the artifact on a device's TVM RPC server.")
-@click.option("--emulate", is_flag=True,
-              help="aarch64 artifacts: count instructions per frame on an emulated Cortex-A72, with ONNX Runtime beside.")
+@click.option("--no-shift-overhead", is_flag=True, help="Skip the baselines: the network without shifts (and with --emulate the untuned module).")
+@place_options
 @handles_errors
 def command(
     artifact: Path,
@@ -38,35 +44,44 @@ def command(
     fold_div: int | None,
     segments: int | None,
     frames: int | None,
-    warmup: int,
+    warmup: int | None,
     threads: int | None,
     json_path: Path | None,
     plot_path: Path | None,
     no_shift_overhead: bool,
-    rpc_address: str | None,
-    emulate: bool,
+    **place: Any,
 ) -> None:
     """Per-frame (per-clip) latency of the artifact, ONNX Runtime and PyTorch side by side, and the
-    shift's overhead."""
+    shift's overhead; with --emulate, instructions per frame on the emulated CPU (TVM and ONNX Runtime)."""
     from ..evaluate.bench import benchmark, benchmark_remote, write_report
+    from ..evaluate.place import EMULATED, HOST, RPC
     from ..runtime.manifest import read_manifest
 
-    echo_args("bench", artifact=artifact, checkpoint=checkpoint, frames=frames, warmup=warmup, json=json_path, plot=plot_path)
+    echo_args("bench", artifact=artifact, checkpoint=checkpoint, frames=frames, warmup=warmup, json=json_path,
+              plot=plot_path, **{k: place[k] for k in PLACE_KEYS})
     manifest = read_manifest(artifact)
-    frames = frames if frames is not None else (3 if emulate else 200)
-    if emulate:
+    where = resolve_place_for(manifest.target, place)
+    unused = {"--threads": threads is not None, "--plot": plot_path is not None,
+              "--no-shift-overhead": no_shift_overhead and where.kind == RPC, "--warmup": warmup is not None and where.kind == EMULATED}
+    if where.kind != HOST and any(unused.values()):
+        shown = ", ".join(name for name, given in unused.items() if given)
+        raise TsmDeployError(f"{shown}: not available when the artifact runs on {where.describe()}")
+    frames = frames if frames is not None else DEFAULT_FRAMES[where.kind]
+    warmup = warmup if warmup is not None else 20
+    if where.kind == EMULATED:
         from ..evaluate.bench.emulated import benchmark_emulated, write_emulated_report
 
         loaded = load_checkpoint_for(checkpoint, model_overrides(input_size, fold_div, segments), manifest)
-        report = benchmark_emulated(artifact, loaded, frames=frames, progress=progress)
+        report = benchmark_emulated(artifact, loaded, frames=frames, baselines=not no_shift_overhead,
+                                    progress=progress, qemu_cpu=where.qemu_cpu)
         click.echo(report.table())
         write_emulated_report(report, json_path)
         if json_path:
             click.echo(f"wrote {json_path}")
         return
-    if rpc_address:
-        progress(f"uploading the module to {rpc_address} and timing {frames} frames there")
-        stats = benchmark_remote(artifact, rpc_address, frames=frames, warmup=warmup)
+    if where.kind == RPC:
+        progress(f"uploading the module to {where.describe()} and timing {frames} frames there")
+        stats = benchmark_remote(artifact, where.address, frames=frames, warmup=warmup, key=where.key)
         click.echo(stats.table())
         if json_path:
             write_report(stats, json_path)

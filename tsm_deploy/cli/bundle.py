@@ -15,8 +15,8 @@ from .common import handles_errors, progress
 @handles_errors
 def command(artifact: Path, output: Path | None) -> None:
     """Pack an artifact with the thin runtime (and, for aarch64, TVM's runtime) into one tarball for the device."""
-    from ..atomic import check_writable
-    from ..bundle import make_bundle
+    from ..support.atomic import check_writable
+    from ..deploy.bundle import make_bundle
     from ..runtime.manifest import read_manifest
 
     read_manifest(artifact)  # refuse a tampered artifact before packing it

@@ -82,9 +82,32 @@ def target_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def load_target_for(target_name: str, cuda_arch: str | None, frame_size: str | None):
     """-> (DeployTarget, (height, width) or None)."""
     from ..models.preprocess import parse_frame_size
-    from ..targets import load_target
+    from ..target.targets import load_target
 
     return load_target(target_name, cuda_arch=cuda_arch), parse_frame_size(frame_size) if frame_size else None
+
+
+def place_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the model runs (verify, bench, tune alike): this host, emulated, or over RPC."""
+    command = click.option("--rpc-key", default=None, help="Device key at the --rpc-tracker (default: the target's rpc_key).")(command)
+    command = click.option("--rpc-tracker", default=None, metavar="HOST:PORT",
+                           help="Run on a device an RPC tracker hands out under --rpc-key.")(command)
+    command = click.option("--rpc", "rpc_address", default=None, metavar="HOST:PORT", help="Run on a device's TVM RPC server.")(command)
+    command = click.option("--qemu-cpu", default=None,
+                           help="Core QEMU emulates with --emulate (default: the target's mcpu, e.g. cortex-a72 for rasp4).")(command)
+    command = click.option("--emulate", is_flag=True, help="Run on an emulated ARM CPU (QEMU; aarch64 CPU targets).")(command)
+    return command
+
+
+def resolve_place_for(target: dict[str, Any], options: dict[str, Any], tracker_only: bool = False):
+    """The :class:`~tsm_deploy.evaluate.place.Place` that :func:`place_options` name, validated once."""
+    from ..evaluate.place import resolve_place
+
+    return resolve_place(target, emulate=options["emulate"], qemu_cpu=options["qemu_cpu"], rpc=options["rpc_address"],
+                         rpc_tracker=options["rpc_tracker"], rpc_key=options["rpc_key"], tracker_only=tracker_only)
+
+
+PLACE_KEYS = ("emulate", "qemu_cpu", "rpc_address", "rpc_tracker", "rpc_key")
 
 
 def json_option(help_text: str = "Write the report as JSON here.") -> Callable[..., Any]:

@@ -48,9 +48,9 @@ def command(
     ort_tolerance: str | None,
 ) -> None:
     """Compile a checkpoint into an artifact (module + manifest.json) for a target."""
-    from ..atomic import check_writable
-    from ..compile import compile_artifact, describe
-    from ..export import ort_tolerance as checked_with
+    from ..support.atomic import check_writable
+    from ..compiler.artifact import compile_artifact, describe
+    from ..frontend.export import ort_tolerance as checked_with
 
     tolerance = parse_ort_tolerance(ort_tolerance)
 
@@ -69,7 +69,7 @@ def command(
 
 def parse_ort_tolerance(text: str | None):
     """``--ort-tolerance``: ``RTOL`` or ``ATOL,RTOL`` (non-negative numbers) -> OrtTolerance."""
-    from ..export import ORT_TOLERANCE, OrtTolerance
+    from ..frontend.export import ORT_TOLERANCE, OrtTolerance
 
     if text is None:
         return ORT_TOLERANCE

@@ -15,7 +15,7 @@ from .common import checkpoint_options, echo_args, handles_errors, load_checkpoi
 @handles_errors
 def command(checkpoint: Path | None, input_size: int | None, fold_div: int | None, segments: int | None, output: Path) -> None:
     """Export the model to ONNX (checked, cross-checked in ONNX Runtime)."""
-    from ..export import export_onnx
+    from ..frontend.export import export_onnx
 
     echo_args("export", checkpoint=checkpoint, output=output)
     loaded = load_checkpoint_for(checkpoint, model_overrides(input_size, fold_div, segments))

@@ -5,15 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import numpy as np
 
 from .common import ProgressBar, handles_errors, json_option
 
 
 @click.command(name="run")
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.argument("video_arg", required=False, metavar="[VIDEO]")
-@click.option("--video", default=None, help="Video file or camera (/dev/videoN), same as VIDEO.")
+@click.argument("video", required=False, metavar="[VIDEO]")
 @click.option("--frames", type=int, default=16, show_default=True, help="Without a video: frames of seeded noise.")
 @click.option("--history", type=click.IntRange(min=1), default=None,
               help="Average logits over this many frames (default: the model's recommended history, else 12).")
@@ -24,20 +22,21 @@ from .common import ProgressBar, handles_errors, json_option
               help="Write a PNG strip of frames with the predicted label under each.")
 @click.option("--threads", type=int, default=None, help="TVM CPU threads (default: the artifact's core count).")
 @handles_errors
-def command(artifact: Path, video_arg: str | None, video: str | None, frames: int, history: int | None, min_duration: float,
+def command(artifact: Path, video: str | None, frames: int, history: int | None, min_duration: float,
             limit: int | None, json_path: Path | None, plot_path: Path | None, threads: int | None) -> None:
-    """Recognise a video with an artifact and print the label timeline (time ranges, label, confidence).
+    """Recognise VIDEO (a file, or a camera /dev/videoN) with an artifact and print the label timeline
+    (time ranges, label, confidence); without VIDEO, seeded noise frames as a smoke test.
 
     Frames are sampled at the rate the model was trained for (the manifest says) and streamed with
     history smoothing (clip artifacts: one prediction per window of T segments)."""
-    from ..atomic import atomic_write_text, check_writable
+    from ..support.atomic import atomic_write_text, check_writable
     from ..runtime import load_model
 
     for path in (json_path, plot_path):
         if path is not None:
             check_writable(path)  # before the video is read, not after
     model = load_model(artifact, history=history, threads=threads)
-    source = video_arg or video
+    source = video
     if source is None:
         _noise(model, frames)
         return
@@ -64,8 +63,9 @@ def command(artifact: Path, video_arg: str | None, video: str | None, frames: in
 def _noise(model, frames: int) -> None:
     """Seeded camera-sized noise: a smoke test of an artifact without a video."""
     from ..runtime import ClipModel
+    from ..runtime.preprocess import camera_frames
 
-    images = [np.random.default_rng(i).integers(0, 256, (240, 320, 3), dtype=np.uint8) for i in range(frames)]
+    images = camera_frames(frames)
     if isinstance(model, ClipModel):
         for start in range(0, frames - model.segments + 1, model.segments):
             result = model.predict(images[start : start + model.segments])

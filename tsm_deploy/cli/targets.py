@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..atomic import atomic_write_text
+from ..support.atomic import atomic_write_text
 from .common import handles_errors, json_option
 
 
@@ -19,10 +19,10 @@ from .common import handles_errors, json_option
 def command(names: tuple[str, ...], json_path: Path | None) -> None:
     """List deployment targets (or check the given names / target .json files) and what this machine
     has for each: cross compiler, emulator, GPU, committed tuning records for the default model."""
-    from ..target_status import format_target_status, target_status
-    from ..targets import available_targets, load_target
+    from ..target.status import format_target_status, target_status
+    from ..target.targets import available_targets, load_target
 
-    quiet = logging.getLogger("tsm_deploy.targets")
+    quiet = logging.getLogger("tsm_deploy.target.targets")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # "no GPU detected" is what the listing reports, not a warning
     try:

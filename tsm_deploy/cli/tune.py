@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from ..errors import TsmDeployError
 from .common import (
+    PLACE_KEYS,
     checkpoint_options,
     echo_args,
     handles_errors,
     load_checkpoint_for,
-    model_overrides,
     load_target_for,
+    model_overrides,
+    place_options,
+    resolve_place_for,
     target_options,
     tuning_db_option,
 )
@@ -27,9 +30,7 @@ from .common import (
                    "Default: tune only the kernels the target's library has no record for, 32 trials each.")
 @click.option("--budget", type=click.FloatRange(min=0, min_open=True), default=None, metavar="MINUTES",
               help="Start no new kernel after this many minutes (the run resumes where it stopped).")
-@click.option("--rpc-tracker", default=None, metavar="HOST:PORT", help="Measure on the devices registered at this RPC tracker.")
-@click.option("--rpc-key", default=None, help="Device key at the tracker (default: the target's rpc_key).")
-@click.option("--emulate", is_flag=True, help="Measure aarch64 candidates as instruction counts on an emulated CPU (QEMU).")
+@place_options
 @click.option("--max-tasks", type=click.IntRange(min=1), default=None, help="Tune only the N most expensive tasks.")
 @tuning_db_option("Database directory (default: the target's record library tuning_logs/<target>/, which compile reads).")
 @click.option("--no-prepack", is_flag=True, help="Do not rewrite weight layouts (default: on for CPU targets).")
@@ -42,31 +43,23 @@ def command(
     target_name: str,
     trials: int | None,
     budget: float | None,
-    rpc_tracker: str | None,
-    rpc_key: str | None,
-    emulate: bool,
     max_tasks: int | None,
     tuning_db: Path | None,
     no_prepack: bool,
     cuda_arch: str | None,
     frame_size: str | None,
+    **place: Any,
 ) -> None:
-    """Tune a model's kernels for a target with MetaSchedule (resumable; records go to tuning_logs/)."""
-    from ..tuning.loop import DEFAULT_TRIALS, tune_model
-    from ..tuning.rpc import RpcConfig, parse_tracker
+    """Tune a model's kernels for a target with MetaSchedule (resumable; records go to tuning_logs/).
 
-    echo_args("tune", checkpoint=checkpoint, target=target_name, trials=trials, rpc_tracker=rpc_tracker,
-              rpc_key=rpc_key, max_tasks=max_tasks, tuning_db=tuning_db, emulate=emulate)
+    Candidates are measured where --emulate / --rpc-tracker say (instruction counts on an emulated
+    ARM CPU; the devices of an RPC tracker), else on this host."""
+    from ..tuning.loop import DEFAULT_TRIALS, tune_model
+
+    echo_args("tune", checkpoint=checkpoint, target=target_name, trials=trials, max_tasks=max_tasks,
+              tuning_db=tuning_db, **{k: place[k] for k in PLACE_KEYS})
     target, size = load_target_for(target_name, cuda_arch, frame_size)
-    rpc = None
-    if rpc_tracker is not None:
-        host, port = parse_tracker(rpc_tracker)
-        key = rpc_key or target.rpc_key
-        if not key:
-            raise TsmDeployError(f"target {target.name} has no rpc_key: pass --rpc-key")
-        rpc = RpcConfig(host, port, key)
-    elif rpc_key is not None:
-        raise TsmDeployError("--rpc-key needs --rpc-tracker HOST:PORT")
+    where = resolve_place_for({**target.to_manifest(), "rpc_key": target.rpc_key}, place, tracker_only=True)
     loaded = load_checkpoint_for(checkpoint, model_overrides(input_size, fold_div, segments))
 
     def progress(task: str, done: int, wanted: int, best_us: float | None) -> None:
@@ -74,8 +67,8 @@ def command(
         click.echo(f"  .. {task}: {min(done, wanted)}/{wanted} trials, best {best}", err=True)
 
     summary = tune_model(
-        loaded, target, trials or DEFAULT_TRIALS, database_dir=tuning_db, rpc=rpc, prepack=False if no_prepack else None,
-        max_tasks=max_tasks, progress=progress, emulate=emulate,
+        loaded, target, trials or DEFAULT_TRIALS, database_dir=tuning_db, place=where,
+        prepack=False if no_prepack else None, max_tasks=max_tasks, progress=progress,
         frame_size=size, missing_only=trials is None, budget_s=budget * 60 if budget else None,
     )
     if summary.untuned_tasks:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from ..errors import TsmDeployError
 from .common import (
     EXIT_CHECK_FAILED,
+    PLACE_KEYS,
     ProgressBar,
     checkpoint_options,
     echo_args,
@@ -17,7 +18,9 @@ from .common import (
     json_option,
     load_checkpoint_for,
     model_overrides,
+    place_options,
     progress,
+    resolve_place_for,
 )
 
 
@@ -28,9 +31,7 @@ from .common import (
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random frames.")
 @click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Max abs error allowed (logits, buffers).")
 @json_option()
-@click.option("--emulate", is_flag=True, help="Run an aarch64 artifact on an emulated Cortex-A72 (QEMU).")
-@click.option("--qemu-cpu", default=None, help="CPU QEMU emulates with --emulate (default cortex-a72).")
-@click.option("--rpc", "rpc_address", default=None, metavar="HOST:PORT", help="Run on a device's TVM RPC server.")
+@place_options
 @handles_errors
 def command(
     artifact: Path,
@@ -42,32 +43,31 @@ def command(
     seed: int,
     tolerance: float,
     json_path: Path | None,
-    emulate: bool,
-    qemu_cpu: str | None,
-    rpc_address: str | None,
+    **place: Any,
 ) -> None:
     """Run the same inputs through PyTorch and the artifact; exit 1 if they disagree.
 
-    Where the artifact runs: this machine (default), an emulated Raspberry Pi 4 (--emulate), or a
-    device's TVM RPC server (--rpc)."""
+    Where the artifact runs: this machine (default), an emulated ARM CPU (--emulate), or a device
+    over TVM RPC (--rpc, --rpc-tracker)."""
+    from ..evaluate.place import EMULATED, RPC
     from ..evaluate.verify import verify_artifact, write_report
     from ..runtime.manifest import read_manifest
 
-    echo_args("verify", artifact=artifact, checkpoint=checkpoint, frames=frames, json=json_path, rpc=rpc_address)
-    if emulate and rpc_address:
-        raise TsmDeployError("--emulate and --rpc exclude each other")
+    echo_args("verify", artifact=artifact, checkpoint=checkpoint, frames=frames, json=json_path,
+              **{k: place[k] for k in PLACE_KEYS})
     manifest = read_manifest(artifact)
+    where = resolve_place_for(manifest.target, place)
     loaded = load_checkpoint_for(checkpoint, model_overrides(input_size, fold_div, segments), manifest)
     runner = None
-    if emulate:
-        from ..emulate import EmulatedRunner
+    if where.kind == EMULATED:
+        from ..evaluate.runners.emulated import EmulatedRunner
 
-        runner = EmulatedRunner(artifact, qemu_cpu=qemu_cpu, progress=progress)
-    elif rpc_address:
-        from ..remote import RpcRunner
+        runner = EmulatedRunner(artifact, qemu_cpu=where.qemu_cpu, progress=progress)
+    elif where.kind == RPC:
+        from ..evaluate.runners.rpc import RpcRunner
 
-        progress(f"uploading the module to {rpc_address}")
-        runner = RpcRunner(artifact, rpc_address)
+        progress(f"uploading the module to {where.describe()}")
+        runner = RpcRunner(artifact, where.address, where.key)
     with ProgressBar("comparing") as bar:
         report = verify_artifact(artifact, loaded, frames=frames, seed=seed, tolerance=tolerance, runner=runner,
                                  progress=bar.update)

@@ -1,2 +1,3 @@
-"""The compiler side after the prepared module: tuning records applied per kernel (:mod:`.records`),
-schedules carried over from the nearest tuned kernel where no record exists (:mod:`.derived`)."""
+"""The compiler: the prepare pipeline shared by compile and tune (:mod:`.pipeline`, :mod:`.passes`),
+tuning records applied per kernel (:mod:`.records`, :mod:`.derived`, :mod:`.data_movement`), the
+build (:mod:`.build`) and the artifact (:mod:`.artifact`)."""

@@ -22,8 +22,8 @@ from typing import Any, Sequence
 import tvm
 from tvm.s_tir import meta_schedule as ms
 
-from ..tuning.database import workload_key
-from .records import is_scheduled, tir_functions, workload_of
+from ..target.library import workload_key
+from .kernels import is_scheduled, tir_functions, workload_of
 
 log = logging.getLogger(__name__)
 

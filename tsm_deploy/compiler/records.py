@@ -21,7 +21,8 @@ import tvm
 from tvm import relax
 
 from .data_movement import schedule_data_movement
-from ..tuning.database import RecordLibrary, database_prepack, has_database, open_database, read_metadata
+from .kernels import is_scheduled, kernel_macs, tir_functions
+from ..target.library import RecordLibrary, database_prepack, has_database, open_database, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -80,33 +81,6 @@ class TuningCoverage:
         }
 
 
-def tir_functions(mod: tvm.IRModule) -> dict[str, Any]:
-    return {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
-
-
-def is_scheduled(func: Any) -> bool:
-    attrs = func.attrs
-    # TVM 0.27 renamed the attribute with the tir -> tirx move; accept both
-    return attrs is not None and any(key in attrs and bool(attrs[key]) for key in ("tirx.is_scheduled", "tir.is_scheduled"))
-
-
-def workload_of(func: Any) -> tvm.IRModule:
-    """A kernel as MetaSchedule files it (its task extraction's normalisation)."""
-    if not (func.attrs and "global_symbol" in func.attrs):
-        func = func.with_attr("global_symbol", "main")
-    return tvm.IRModule({"main": func.with_attr("tirx.noalias", True)})
-
-
-def kernel_macs(func: Any) -> float:
-    """Multiply-accumulates of one call of a kernel (TVM's flop estimate counts a MAC as two)."""
-    from tvm.s_tir.analysis import estimate_tir_flops
-
-    try:
-        return float(estimate_tir_flops(workload_of(func))) / 2
-    except Exception:  # noqa: BLE001 - loops the estimator cannot bound: count as no work
-        return 0.0
-
-
 def attach_layout_free(mod: tvm.IRModule) -> tvm.IRModule:
     """Mark weight buffers (constants of main) layout-free: MetaSchedule may then rewrite their layout."""
     return relax.transform.AttachAttrLayoutFreeBuffers()(mod)
@@ -153,7 +127,7 @@ def _apply(mod: tvm.IRModule, target: tvm.target.Target, database: Any) -> tvm.I
 def apply_records(
     mod: tvm.IRModule, target: tvm.target.Target, libraries: Sequence[RecordLibrary], derive: bool = True
 ) -> tuple[tvm.IRModule, TuningCoverage]:
-    """Schedule the kernels of ``mod`` (from :func:`tsm_deploy.pipeline.prepare_module`, without
+    """Schedule the kernels of ``mod`` (from :func:`tsm_deploy.compiler.pipeline.prepare_module`, without
     prepacking) from ``libraries`` in order; with ``derive``, carry the nearest tuned kernel's
     schedule over to those no library has, and give the data-movement kernels still left
     :mod:`.data_movement`'s schedule. When the libraries were tuned with prepacking

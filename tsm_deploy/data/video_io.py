@@ -14,7 +14,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..atomic import atomic_output_file
+from ..support.atomic import atomic_output_file
 from ..errors import TsmDeployError
 
 log = logging.getLogger(__name__)

@@ -5,14 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..runtime.manifest import ClipIO, Manifest
-from ..runtime.preprocess import prepare_frame
-
-CAMERA_SHAPE = (240, 320, 3)  # the original demo's capture size
-
-
-def camera_frames(count: int, seed: int, shape: tuple[int, ...] = CAMERA_SHAPE) -> np.ndarray:
-    """``count`` seeded uint8 RGB frames."""
-    return np.random.default_rng(seed).integers(0, 256, size=(count, *shape), dtype=np.uint8)
+from ..runtime.preprocess import camera_frames, prepare_frame
 
 
 def seeded_inputs(manifest: Manifest, count: int, seed: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes
+from ..support.atomic import atomic_write_bytes
 from ..errors import TsmDeployError
 from ..runtime.timeline import Timeline, script_entry
 from ..runtime.video import VideoFrame, open_video

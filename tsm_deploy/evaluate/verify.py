@@ -10,7 +10,7 @@ within ``tolerance``, the top-1 agrees, and both sides' outputs are finite: a Na
 either side is a failure, counted in ``non_finite_steps``.
 
 Where the artifact runs is a :class:`~tsm_deploy.evaluate.runners.Runner`: this host, QEMU or RPC;
-the reference is the :class:`~tsm_deploy.evaluate.runners.TorchRunner` of the checkpoint.
+the reference is the :class:`~tsm_deploy.evaluate.runners.local.TorchRunner` of the checkpoint.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from typing import Callable
 
 import numpy as np
 
-from ..atomic import atomic_write_text
+from ..support.atomic import atomic_write_text
 from ..checkpoint import LoadedCheckpoint
 from ..errors import TsmDeployError
 from ..runtime.manifest import Manifest, read_manifest
 from .inputs import reference_preparation, seeded_inputs
-from .runners import ArtifactRunner, Runner, TorchRunner
+from .runners import Runner
+from .runners.local import ArtifactRunner, TorchRunner
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class VerifyReport:
 
 def check_checkpoint_matches(manifest: Manifest, checkpoint: LoadedCheckpoint) -> None:
     """The reference must be the model the artifact was compiled from: same architecture and shapes."""
-    compiled = {k: v for k, v in manifest.model.items() if k not in ("checkpoint_sha256", "source")}
+    compiled = manifest.model.config()
     given = checkpoint.config.to_dict()
     for key, value in compiled.items():
         if given.get(key) != value:
@@ -101,7 +102,7 @@ def check_checkpoint_matches(manifest: Manifest, checkpoint: LoadedCheckpoint) -
                 f"checkpoint does not match the artifact: {key}={given.get(key)!r} in the checkpoint, "
                 f"{value!r} in the artifact"
             )
-    if manifest.model.get("checkpoint_sha256") != checkpoint.sha256:
+    if manifest.model.checkpoint_sha256 != checkpoint.sha256:
         log.warning("checkpoint %s is not the one the artifact was compiled from (sha256 differs)", checkpoint.source)
 
 
@@ -174,7 +175,7 @@ def verify_artifact(
     finite = all(np.isfinite(p.logits_max_abs) and np.isfinite(p.buffers_max_abs) for p in per_frame)
     return VerifyReport(
         artifact=str(artifact_dir),
-        target=manifest.target["name"],
+        target=manifest.target.name,
         runner=runner.name,
         checkpoint=checkpoint.source,
         frames=frames,

@@ -16,7 +16,7 @@ from .preprocess import prepare_frame
 from .stream import DEFAULT_HISTORY, StepResult, StreamingModel, recommended_history
 
 
-def load_model(artifact_dir: Path | str, history: int | None = 1, threads: int | None = None,
+def load_model(artifact_dir: Path | str, history: int | None = None, threads: int | None = None,
                allow_non_finite: bool = False) -> StreamingModel | ClipModel:
     """The right model class for the artifact's I/O kind (its manifest says). ``allow_non_finite``:
     run prepared inputs holding NaN or infinity instead of refusing them."""

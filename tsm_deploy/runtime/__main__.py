@@ -24,6 +24,7 @@ import numpy as np
 from . import load_model
 from .clip import ClipModel
 from .errors import TsmDeployError
+from .preprocess import camera_frames
 from .stream import DEFAULT_HISTORY, StreamingModel
 
 log = logging.getLogger("tsm_deploy.runtime")
@@ -64,9 +65,7 @@ def run_inputs(model: StreamingModel | ClipModel, inputs: str, outputs: str) -> 
 
 
 def _frames(args: argparse.Namespace):
-    rng = np.random.default_rng(0)
-    for _ in range(args.frames):
-        yield rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    yield from camera_frames(args.frames)
 
 
 def stream(model: StreamingModel, args: argparse.Namespace) -> None:
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = load_model(args.artifact, history=args.history, threads=args.threads, allow_non_finite=args.allow_non_finite)
         if args.check:
-            print(f"ok: {args.artifact} ({model.manifest.target['name']}, {model.manifest.model['arch']})")
+            print(f"ok: {args.artifact} ({model.manifest.target.name}, {model.manifest.model.arch})")
         elif args.video:
             from .recognise import recognise_video
 

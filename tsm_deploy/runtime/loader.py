@@ -40,9 +40,9 @@ def set_threads(threads: int) -> None:
 
 def _default_threads(manifest: Manifest) -> int | None:
     """The user's TVM_NUM_THREADS wins; else the core count the artifact was compiled for."""
-    if os.environ.get("TVM_NUM_THREADS") or manifest.target["device"] != "cpu":
+    if os.environ.get("TVM_NUM_THREADS") or manifest.target.device != "cpu":
         return None
-    cores = manifest.target.get("tvm_target", {}).get("num-cores")
+    cores = manifest.target.tvm_target.get("num-cores")
     return int(cores) if cores else None
 
 
@@ -108,14 +108,14 @@ class LoadedArtifact:
             raise TsmDeployError(
                 f"{self.artifact_dir} is a {self.manifest.kind} artifact: use {other} (or tsm_deploy.runtime.load_model)"
             )
-        self.device = _device(self.manifest.target["device"])
+        self.device = _device(self.manifest.target.device)
         module_path = (self.artifact_dir / self.manifest.module_file).resolve()  # dlopen needs a path with a dir
         try:
             module = tvm.runtime.load_module(str(module_path))
         except Exception as exc:
             first = one_line(exc)
             raise TsmDeployError(
-                f"cannot load {module_path} (built for {self.manifest.target['arch']}/{self.manifest.target['device']}): {first}"
+                f"cannot load {module_path} (built for {self.manifest.target.arch}/{self.manifest.target.device}): {first}"
             ) from None
         threads = threads or _default_threads(self.manifest)
         if threads:

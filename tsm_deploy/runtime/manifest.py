@@ -20,6 +20,7 @@ import json
 import math
 import platform
 from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -146,10 +147,88 @@ def _io_from_dict(data: Any) -> StreamIO | ClipIO:
     raise ValueError(f"io.kind must be 'stream' or 'clip', got {kind!r}")
 
 
+class _Section(Mapping):
+    """A manifest section: typed properties, and a read-only view of the JSON object it was read from."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = dict(data)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._data!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class TargetSection(_Section):
+    """What the module was built for: ``name``, ``device`` (cpu | cuda), ``arch`` (the host code's
+    machine), ``tvm_target`` and its ``host``."""
+
+    @property
+    def name(self) -> str:
+        return self._data["name"]
+
+    @property
+    def device(self) -> str:
+        return self._data["device"]
+
+    @property
+    def arch(self) -> str:
+        return self._data["arch"]
+
+    @property
+    def tvm_target(self) -> dict[str, Any]:
+        return dict(self._data.get("tvm_target") or {})
+
+    @property
+    def host(self) -> dict[str, Any] | None:
+        return self._data.get("host")
+
+
+class ModelSection(_Section):
+    """The model compiled: its config (``arch``, ``n_class``, ``input_size``... as the compiler's
+    ModelConfig has them) and the checkpoint it came from (``checkpoint_sha256``, ``source``)."""
+
+    CHECKPOINT_KEYS = ("checkpoint_sha256", "source")
+
+    @property
+    def arch(self) -> str | None:
+        return self._data.get("arch")
+
+    @property
+    def n_class(self) -> int | None:
+        return self._data.get("n_class")
+
+    @property
+    def input_size(self) -> int | None:
+        return self._data.get("input_size")
+
+    @property
+    def checkpoint_sha256(self) -> str | None:
+        return self._data.get("checkpoint_sha256")
+
+    @property
+    def source(self) -> str | None:
+        return self._data.get("source")
+
+    def config(self) -> dict[str, Any]:
+        """The model config alone (without where the checkpoint came from)."""
+        return {k: v for k, v in self._data.items() if k not in self.CHECKPOINT_KEYS}
+
+
 @dataclass(frozen=True)
 class Manifest:
-    model: dict[str, Any]  # ModelConfig fields + checkpoint source/sha256
-    target: dict[str, Any]  # name, device, arch, tvm_target, host
+    model: ModelSection  # ModelConfig fields + checkpoint source/sha256 (a dict is wrapped)
+    target: TargetSection  # name, device, arch, tvm_target, host (a dict is wrapped)
     inputs: tuple[TensorSpec, ...]  # in call order
     outputs: tuple[TensorSpec, ...]  # in result order
     io: StreamIO | ClipIO
@@ -162,6 +241,12 @@ class Manifest:
     tuning: dict[str, Any] = field(default_factory=dict)
     task: dict[str, Any] | None = None  # what the model was trained for: frame rate, clip length...
     format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, ModelSection):
+            object.__setattr__(self, "model", ModelSection(self.model))
+        if not isinstance(self.target, TargetSection):
+            object.__setattr__(self, "target", TargetSection(self.target))
 
     @property
     def kind(self) -> str:
@@ -190,8 +275,8 @@ class Manifest:
     def to_json(self) -> str:
         data = {
             "format_version": self.format_version,
-            "model": self.model,
-            "target": self.target,
+            "model": self.model.to_dict(),
+            "target": self.target.to_dict(),
             "io": self.io.to_dict(),
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
@@ -235,6 +320,8 @@ class Manifest:
         target = _mapping(data["target"], "target")
         for key in ("name", "device", "arch"):
             _name(target.get(key), f"target.{key}")
+        for key in ("tvm_target", "host"):
+            _require(target.get(key) is None or isinstance(target.get(key), dict), f"target.{key} must be an object")
         module = _mapping(data["module"], "module")
         labels = data.get("labels")
         _require(labels is None or isinstance(labels, list) and all(isinstance(x, str) for x in labels),
@@ -321,8 +408,8 @@ def check_runs_here(manifest: Manifest, artifact_dir: Path | str, hint: str) -> 
     with a cryptic message); ``hint`` says what to do instead."""
     here = platform.machine()
     target = manifest.target
-    if target["arch"] != here:
-        raise TsmDeployError(f"{artifact_dir} is built for {target['name']} ({target['arch']}), not this {here} machine: {hint}")
+    if target.arch != here:
+        raise TsmDeployError(f"{artifact_dir} is built for {target.name} ({target.arch}), not this {here} machine: {hint}")
 
 
 def sha256_file(path: Path) -> str:

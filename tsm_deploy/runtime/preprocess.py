@@ -13,6 +13,14 @@ import numpy as np
 from .errors import TsmDeployError
 
 
+CAMERA_SHAPE = (240, 320, 3)  # the original demo's capture size
+
+
+def camera_frames(count: int, seed: int = 0, shape: tuple[int, ...] = CAMERA_SHAPE) -> np.ndarray:
+    """``count`` seeded uint8 RGB frames: what verify, bench, the meter and a run without a video feed."""
+    return np.random.default_rng(seed).integers(0, 256, size=(count, *shape), dtype=np.uint8)
+
+
 def _bilinear_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Half-pixel-centre bilinear resize of an HxWxC float image (as OpenCV's INTER_LINEAR)."""
     in_h, in_w = image.shape[:2]

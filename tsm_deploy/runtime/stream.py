@@ -70,7 +70,7 @@ class StreamingModel:
     """
 
     def __init__(
-        self, artifact_dir: Path | str, history: int | None = 1, check_module: bool = True, threads: int | None = None,
+        self, artifact_dir: Path | str, history: int | None = None, check_module: bool = True, threads: int | None = None,
         allow_non_finite: bool = False,
     ) -> None:
         self.allow_non_finite = allow_non_finite

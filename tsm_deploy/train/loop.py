@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..atomic import atomic_write_bytes
+from ..support.atomic import atomic_write_bytes
 from ..data import synthetic
 from ..errors import TsmDeployError
 from ..models import IMAGENET_MEAN, IMAGENET_STD, ONLINE_MOBILENET_V2, ModelConfig, build_model

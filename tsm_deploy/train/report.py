@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_bytes, atomic_write_text
+from ..support.atomic import atomic_write_bytes, atomic_write_text
 from ..data import synthetic
 
 

@@ -36,7 +36,7 @@ def _build_one(mod: tvm.IRModule, target: tvm.target.Target, cross_compiler: str
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
     from tvm.support import cc
 
-    from ..merge_shifts import build_context
+    from ..compiler.build import build_context
 
     # measure the kernel without the weight layout rewrite (done once, at compile time)
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)

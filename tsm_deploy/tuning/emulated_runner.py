@@ -3,7 +3,7 @@ instruction counts instead of time.
 
 Each built candidate (an aarch64 shared library cross-compiled by the builder, e.g. PersistentBuilder
 with ``cross_compiler="aarch64-linux-gnu-g++"``) is sent to one long-lived guest process
-(:class:`tsm_deploy.device.meter.MeasureSession`: Python + the runtime-only TVM under
+(:class:`tsm_deploy.emulation.meter.MeasureSession`: Python + the runtime-only TVM under
 ``qemu-aarch64 -plugin``), which allocates the arguments from the runner input's ``args_info``, calls
 the candidate once to warm up and then ``repeat`` times between markers, and answers the number of
 guest instructions each call executed, exactly (one guest thread).
@@ -26,9 +26,9 @@ from typing import Any, Callable
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
-from ..device.meter import INSTRUCTIONS_LABEL, GuestFailure, MeasureSession, qemu_user
-from ..device.rootfs import DEFAULT_QEMU_CPU
-from ..errors import TsmDeployError
+from ..emulation.meter import INSTRUCTIONS_LABEL, GuestFailure, MeasureSession, qemu_user
+from ..emulation.rootfs import DEFAULT_QEMU_CPU
+from ..target.arch import emulated_cpu, require_emulatable
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,6 @@ RUNNER_METADATA: dict[str, Any] = {
     "instructions_per_second": NOMINAL_INSTRUCTIONS_PER_SECOND,
     "run_secs": "instructions / instructions_per_second (nominal: Cortex-A72 at 1.5 GHz, IPC 1), not measured time",
 }
-# target mcpu values QEMU 7.2 emulates under the same name (jetson-nano-cpu: cortex-a57)
-QEMU_CORTEX_CPUS = ("cortex-a53", "cortex-a57", "cortex-a72")
 DEFAULT_TIMEOUT_S = 120.0  # per candidate: a poor schedule of a big convolution runs ~1e9 instructions (~10 s emulated)
 
 Progress = Callable[[str], None]
@@ -168,16 +166,9 @@ def make_emulated_runner(target: Any, progress: Progress | None = None, workers:
                          **kwargs: Any) -> tuple[EmulatedRunner, Callable[[], None]]:
     """An EmulatedRunner for ``target`` (a DeployTarget for aarch64 CPUs, e.g. rasp4), its guests
     starting in the background; returns ``(runner, close)``. Call ``close()`` when tuning ends."""
-    arch = getattr(target, "arch", None)
-    device = getattr(target, "device", None)
-    if arch != "aarch64" or device != "cpu":
-        name = getattr(target, "name", target)
-        raise TsmDeployError(
-            f"--emulate measures aarch64 CPU targets (e.g. rasp4) on an emulated Cortex-A72; {name} is {arch}/{device}"
-        )
+    require_emulatable(target.to_manifest(), "--emulate")
     qemu_user()  # one clear line now if qemu-user is missing, not minutes later
-    mcpu = (getattr(target, "tvm_target", None) or {}).get("mcpu")
-    qemu_cpu = kwargs.pop("qemu_cpu", None) or (mcpu if mcpu in QEMU_CORTEX_CPUS else DEFAULT_QEMU_CPU)
+    qemu_cpu = kwargs.pop("qemu_cpu", None) or emulated_cpu(target.to_manifest())
     runner = EmulatedRunner(qemu_cpu=qemu_cpu, workers=workers, progress=progress, **kwargs)
     runner.start()
     return runner, runner.close

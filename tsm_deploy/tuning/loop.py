@@ -1,7 +1,7 @@
 """MetaSchedule tuning of a model for a target, resumable, into the target's record library
 ``tuning_logs/<target>/`` (shared by every model: a kernel another model already tuned is not tuned again).
 
-The tuned module is the one ``compile`` builds: :func:`tsm_deploy.pipeline.prepare_module` (with the
+The tuned module is the one ``compile`` builds: :func:`tsm_deploy.compiler.pipeline.prepare_module` (with the
 same prepacking ``compile`` applies when ``tuning.json`` says so), so the workloads recorded here are
 the ones ``compile`` looks up.
 
@@ -11,7 +11,7 @@ moment leaves a valid database, and the next run loads it and continues: records
 and the trials each task has had add up.
 
 Where candidates are measured: here (MetaSchedule's LocalRunner), on boards behind an RPC tracker,
-or on an emulated CPU with the instruction meter (``emulate``; :mod:`.emulated_runner`).
+or on an emulated CPU with the instruction meter (``Place`` emulated; :mod:`.emulated_runner`).
 """
 
 from __future__ import annotations
@@ -30,13 +30,15 @@ from tvm.s_tir import meta_schedule as ms
 
 from ..checkpoint import LoadedCheckpoint
 from ..errors import TsmDeployError
-from ..compiler.records import is_scheduled
-from ..pipeline import prepare_module
-from ..target_status import cpu_name
-from ..targets import DeployTarget
+from ..compiler.kernels import is_scheduled
+from ..compiler.pipeline import prepare_module
+from ..support.host import cpu_name
+from ..target.targets import DeployTarget
 from .builder import DEFAULT_BUILD_TIMEOUT_S, PersistentBuilder
-from .database import WorkingCopy, library_dir, workload_key, library_lock, measurement_kind, model_key, read_metadata
-from .rpc import RpcConfig, check_tracker
+from ..target.library import WorkingCopy, library_dir, workload_key, library_lock, measurement_kind, model_key, read_metadata
+from ..evaluate.place import EMULATED, HOST, RPC, Place
+from ..target.arch import require_emulatable
+from .rpc import check_tracker, rpc_config
 
 log = logging.getLogger("tsm_deploy.tune")
 
@@ -106,9 +108,7 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
 # plan: which tasks, in which order, from where
 
 
-def _check_request(
-    checkpoint: LoadedCheckpoint, target: DeployTarget, trials: int, path: Path | None, rpc: RpcConfig | None, emulate: bool
-) -> Path:
+def _check_request(checkpoint: LoadedCheckpoint, target: DeployTarget, trials: int, path: Path | None, place: Place) -> Path:
     if trials < 1:
         raise TsmDeployError(f"--trials must be >= 1, got {trials}")
     target.require_tools()
@@ -116,14 +116,14 @@ def _check_request(
         path = library_dir(target.tuning_logs)
         if path is None:
             raise TsmDeployError(f"target {target.name} has no tuning_logs folder; pass a database directory")
-    if rpc is not None and emulate:
-        raise TsmDeployError("--rpc-tracker and --emulate exclude each other")
-    if rpc is not None:
+    if place.kind == RPC:
+        if not place.tracker:
+            raise TsmDeployError("tuning measures through an RPC tracker: give it with --rpc-tracker HOST:PORT")
+        rpc = rpc_config(place)
         devices = check_tracker(rpc)
         log.info("RPC tracker %s:%d: %d device(s) under key %s", rpc.tracker_host, rpc.tracker_port, devices, rpc.key)
-    elif emulate:
-        if target.arch != "aarch64" or target.device != "cpu":
-            raise TsmDeployError(f"--emulate tunes aarch64 CPU targets (rasp4, jetson-nano-cpu); {target.name} is {target.arch}/{target.device}")
+    elif place.kind == EMULATED:
+        require_emulatable(target.to_manifest(), "--emulate")
     elif target.is_cross:
         raise TsmDeployError(
             f"target {target.name} runs on another machine: measure on it through an RPC tracker "
@@ -166,15 +166,16 @@ def _task_key(task: Any) -> str:
     return workload_key(task.dispatched[0])
 
 
-def _runner(target: DeployTarget, rpc: RpcConfig | None, emulate: bool) -> tuple[Any, Callable[[], None], str]:
+def _runner(target: DeployTarget, place: Place) -> tuple[Any, Callable[[], None], str]:
     """-> (MetaSchedule runner, close function, what measures: for tuning.json)."""
-    if rpc is not None:
+    if place.kind == RPC:
+        rpc = rpc_config(place)
         return ms.runner.RPCRunner(rpc_config=rpc.ms_config(), max_workers=1), lambda: None, f"RPC key {rpc.key}"
-    if emulate:
+    if place.kind == EMULATED:
         from .emulated_runner import make_emulated_runner, measure_description
 
-        runner, close = make_emulated_runner(target)
-        return runner, close, measure_description()
+        runner, close = make_emulated_runner(target, qemu_cpu=place.qemu_cpu)
+        return runner, close, measure_description(place.qemu_cpu)
     # TVM's runtime uses half the logical CPUs on x86 unless told: measure as the artifact will run
     os.environ.setdefault("TVM_NUM_THREADS", str(int(target.tvm_target.get("num-cores", os.cpu_count() or 1))))
     return ms.runner.LocalRunner(timeout_sec=30), lambda: None, cpu_name()
@@ -200,12 +201,22 @@ def _fmt_us(us: float | None) -> str:
 # the loop
 
 
+@dataclass(frozen=True)
+class SearchSettings:
+    """How MetaSchedule searches each kernel."""
+
+    trials_per_iter: int = DEFAULT_TRIALS_PER_ITER
+    build_timeout: float = DEFAULT_BUILD_TIMEOUT_S
+    population_size: int = 256
+    seed: int | None = None
+
+
 def tune_model(
     checkpoint: LoadedCheckpoint,
     target: DeployTarget,
     trials_per_task: int,
     database_dir: Path | None = None,
-    rpc: RpcConfig | None = None,
+    place: Place | None = None,
     prepack: bool | None = None,
     max_tasks: int | None = None,
     progress: Callable[[str, int, int, float | None], None] | None = None,
@@ -213,7 +224,6 @@ def tune_model(
     build_timeout: float = DEFAULT_BUILD_TIMEOUT_S,
     population_size: int = 256,
     seed: int | None = None,
-    emulate: bool = False,
     frame_size: tuple[int, int] | None = None,
     missing_only: bool = False,
     budget_s: float | None = None,
@@ -222,58 +232,198 @@ def tune_model(
 
     Resumes from what ``database_dir`` (default: the target's record library) already holds.
     ``missing_only`` tunes only the kernels the library has no record for (largest work first);
-    ``budget_s`` starts no new kernel once that many seconds have passed. ``prepack`` (default: on for CPU targets) tunes with weight-layout rewriting;
-    a database keeps the mode it was started with. ``max_tasks`` tunes only the most expensive tasks.
-    ``emulate`` measures candidates as instruction counts on an emulated CPU of the target (aarch64).
-    ``frame_size`` tunes the compiled preprocessing's tasks too (compile ``--frame-size``).
-    ``progress(task_name, trials_done, trials_wanted, best_latency_us)`` is called after every batch.
+    ``budget_s`` starts no new kernel once that many seconds have passed. ``prepack`` (default: on for
+    CPU targets) tunes with weight-layout rewriting; a database keeps the mode it was started with.
+    ``max_tasks`` tunes only the most expensive tasks. ``place`` (default: this host) is where
+    candidates are measured: an emulated CPU of the target (instruction counts) or the devices of an
+    RPC tracker (:func:`tsm_deploy.evaluate.place.resolve_place`). ``frame_size`` tunes the compiled
+    preprocessing's tasks too (compile ``--frame-size``). ``progress(task_name, trials_done,
+    trials_wanted, best_latency_us)`` is called after every batch.
     """
     start = time.perf_counter()
-    path = _check_request(checkpoint, target, trials_per_task, database_dir, rpc, emulate)
+    place = place or Place(HOST)
+    path = _check_request(checkpoint, target, trials_per_task, database_dir, place)
+    settings = SearchSettings(trials_per_iter, build_timeout, population_size, seed)
     with library_lock(path):
-        return _tune_locked(
-            checkpoint, target, trials_per_task, path, rpc, prepack, max_tasks, progress, trials_per_iter,
-            build_timeout, population_size, seed, emulate, frame_size, missing_only, budget_s, start,
-        )
+        session = TuningSession.open(checkpoint, target, trials_per_task, path, place, prepack, frame_size, settings,
+                                     progress)
+        try:
+            states, selected = session.plan(max_tasks, missing_only)
+            for rank, i in enumerate(selected, 1):
+                if budget_s is not None and time.perf_counter() - start > budget_s:
+                    log.info("budget of %.1f min spent: %d of %d kernels left for the next run",
+                             budget_s / 60, len(selected) - rank + 1, len(selected))
+                    break
+                session.tune_task(i, rank, len(selected))
+            records = session.finish()
+        finally:
+            session.close()
+    summary = _summary(target, path, states, session.metadata, session.trials, records, time.perf_counter() - start,
+                       session.builder, session.prepack)
+    log.info("%s", summary.line())
+    return summary
 
 
-def _tune_locked(
-    checkpoint: LoadedCheckpoint, target: DeployTarget, trials_per_task: int, path: Path, rpc: RpcConfig | None,
-    prepack: bool | None, max_tasks: int | None, progress: Callable[[str, int, int, float | None], None] | None,
-    trials_per_iter: int, build_timeout: float, population_size: int, seed: int | None, emulate: bool,
-    frame_size: tuple[int, int] | None, missing_only: bool, budget_s: float | None, start: float,
-) -> TuningSummary:
-    old = read_metadata(path)
-    kind = "emulated-instructions" if emulate else ("rpc" if rpc else "local")
-    if measurement_kind(old) and measurement_kind(old) != measurement_kind({"measured_by": kind}):
-        raise TsmDeployError(
-            f"{path} holds costs measured as {old['measured_by']}; this run would measure as {kind}: "
-            "costs of two kinds cannot be compared (use another --tuning-db)"
-        )
-    prepack = _resolve_prepack(path, old, prepack, target)
-    tvm_target = target.tvm()
-    host_cores = os.cpu_count() or 1  # builds, search and cost model run here
-    builder = PersistentBuilder(max_workers=host_cores, timeout_sec=build_timeout, cross_compiler=target.cross_compiler)
-    warming = builder.start()  # the workers import TVM's tensor intrinsics while the model is prepared
-    close_runner: Callable[[], None] = lambda: None
-    try:
-        mod = prepare_module(checkpoint, target, prepack=prepack, frame_size=frame_size).mod
-        extracted = [  # hand-written kernels (the state packing) come scheduled: nothing to tune
-            task for task in ms.relax_integration.extract_tasks(mod, tvm_target, module_equality="structural")
-            if not is_scheduled(task.dispatched[0]["main"])
-        ]
-        runner, close_runner, measured_by = _runner(target, rpc, emulate)
-    except BaseException:
-        builder.shutdown()
-        close_runner()
-        raise
+class TuningSession:
+    """One tuning run over a locked library: the working copy of its database, ``tuning.json``'s
+    metadata, the model's tasks, and the builder, runner and cost model every task shares."""
+
+    def __init__(self, working: WorkingCopy, metadata: dict[str, Any], extracted: list[Any], builder: PersistentBuilder,
+                 warming: list[Any], runner: Any, close_runner: Callable[[], None], measured_on: str, model: str,
+                 prepack: bool, trials_per_task: int, settings: SearchSettings,
+                 progress: Callable[[str, int, int, float | None], None] | None) -> None:
+        self.working, self.metadata, self.extracted = working, metadata, extracted
+        self.builder, self._warming, self.runner, self._close_runner = builder, warming, runner, close_runner
+        self.measured_on, self.model, self.prepack = measured_on, model, prepack
+        self.trials_per_task, self.settings, self.progress = trials_per_task, settings, progress
+        self.host_cores = os.cpu_count() or 1  # builds, search and cost model run here
+        self.cost_model = ms.cost_model.XGBModel(num_tuning_cores=self.host_cores)
+        self.ms_log = logging.getLogger("tsm_deploy.tune.metaschedule")
+        for name in ("tvm.s_tir.meta_schedule", self.ms_log.name):
+            if logging.getLogger(name).level == logging.NOTSET:  # per-batch tables and XGBoost chatter
+                logging.getLogger(name).setLevel(logging.WARNING)
+        self.states: list[TaskState] = []
+        self.trials = 0  # measured in this run
+
+    @classmethod
+    def open(cls, checkpoint: LoadedCheckpoint, target: DeployTarget, trials_per_task: int, path: Path, place: Place,
+             prepack: bool | None, frame_size: tuple[int, int] | None, settings: SearchSettings,
+             progress: Callable[[str, int, int, float | None], None] | None) -> "TuningSession":
+        """Prepare the model as compile does, extract its tasks, start the builder and the runner."""
+        old = read_metadata(path)
+        kind = {EMULATED: "emulated-instructions", RPC: "rpc"}.get(place.kind, "local")
+        if measurement_kind(old) and measurement_kind(old) != measurement_kind({"measured_by": kind}):
+            raise TsmDeployError(
+                f"{path} holds costs measured as {old['measured_by']}; this run would measure as {kind}: "
+                "costs of two kinds cannot be compared (use another --tuning-db)"
+            )
+        prepack = _resolve_prepack(path, old, prepack, target)
+        builder = PersistentBuilder(max_workers=os.cpu_count() or 1, timeout_sec=settings.build_timeout,
+                                    cross_compiler=target.cross_compiler)
+        warming = builder.start()  # the workers import TVM's tensor intrinsics while the model is prepared
+        close_runner: Callable[[], None] = lambda: None
+        try:
+            mod = prepare_module(checkpoint, target, prepack=prepack, frame_size=frame_size).mod
+            extracted = [  # hand-written kernels (the state packing) come scheduled: nothing to tune
+                task for task in ms.relax_integration.extract_tasks(mod, target.tvm(), module_equality="structural")
+                if not is_scheduled(task.dispatched[0]["main"])
+            ]
+            runner, close_runner, measured_on = _runner(target, place)
+            key = model_key(checkpoint.config)
+            metadata = _run_metadata(old, target, checkpoint, key, prepack, kind, measured_on)
+            working = WorkingCopy(path, metadata)
+        except BaseException:
+            builder.shutdown()
+            close_runner()
+            raise
+        return cls(working, metadata, extracted, builder, warming, runner, close_runner, measured_on,
+                   key, prepack, trials_per_task, settings, progress)
+
+    def plan(self, max_tasks: int | None, missing_only: bool) -> tuple[list[TaskState], list[int]]:
+        """The task states and the indices to tune, in order (see :func:`plan_tasks`)."""
+        have: set[int] = set()
+        if missing_only:
+            have = {i for i, task in enumerate(self.extracted) if self.working.database.has_workload(task.dispatched[0])}
+            for i in have:  # a record from a merge or a run without tuning.json's count
+                self.metadata["tasks"].setdefault(_task_key(self.extracted[i]), {}).setdefault("trials", self.trials_per_task)
+        self.states, selected = plan_tasks(self.extracted, self.metadata["tasks"], max_tasks)
+        if missing_only:
+            selected = sorted((i for i in selected if i not in have), key=lambda i: -self.states[i].flops * self.states[i].weight)
+        log.info("%d tasks; tuning %d of them to %d trials each into %s (prepack=%s, measured by %s)",
+                 len(self.states), len(selected), self.trials_per_task, self.working.dir, self.prepack, self.measured_on)
+        return self.states, selected
+
+    def tune_task(self, i: int, rank: int, of: int) -> None:
+        """Tune task ``i`` until it has ``trials_per_task`` trials, committing the database every batch."""
+        for future in self._warming:
+            future.result()
+        self._warming = []
+        st, task = self.states[i], self.extracted[i]
+        st.best_us = _best_us(self.working.database, task)
+        remaining = self.trials_per_task - st.trials
+        if remaining <= 0:
+            log.info("[%d/%d] %s: %d trials already, best %s", rank, of, st.name, st.trials, _fmt_us(st.best_us))
+            return
+        log.info("[%d/%d] %s (weight %d, %.1f MFLOP): %d trials so far, tuning %d more",
+                 rank, of, st.name, st.weight, st.flops / 1e6, st.trials, remaining)
+
+        def on_batch(n: int, latencies: list[float]) -> None:
+            st.trials += n
+            self.trials += n
+            if latencies:
+                best = min(latencies) * 1e6
+                st.best_us = best if st.best_us is None else min(st.best_us, best)
+            self._record(st)
+            self.working.commit()
+            log.info("[%d/%d] %s: %d/%d trials, best %s, %d valid of %d", rank, of, st.name,
+                     st.trials, self.trials_per_task, _fmt_us(st.best_us), len(latencies), n)
+            if self.progress is not None:
+                self.progress(st.name, st.trials, self.trials_per_task, st.best_us)
+
+        try:
+            _search(self._context(i, task, st), task, remaining, self.settings.trials_per_iter, self.builder, self.runner,
+                    self.working, self.cost_model, on_batch)
+        except RuntimeError as exc:  # TVM's search itself failed on this kernel (seen: an int32 overflow in a
+            # candidate's loop bounds): the records so far are committed; the other kernels go on
+            log.warning("%s: the search failed after %d trials (%s); going on with the next kernel",
+                        st.name, st.trials, " ".join(str(exc).split())[-200:])
+            self.working.commit()
+            return
+        if st.trials < self.trials_per_task:
+            # the search ran out of new candidates: count the task as done for this budget
+            log.info("%s: search space exhausted at %d trials", st.name, st.trials)
+            st.trials = self.trials_per_task
+            self._record(st)
+        self.working.commit()
+
+    def _context(self, i: int, task: Any, st: TaskState) -> Any:
+        space: Any = "post-order-apply"
+        if _is_small_copy(task.dispatched[0], st.flops):
+            space = ms.space_generator.PostOrderApply(sch_rules=_serial_rules(task.target))
+        seed = self.settings.seed
+        return ms.TuneContext(
+            # the stored workload when the database has a structurally equal one: its block names, which the
+            # traces refer to, may differ from this module's (see database.unreplayable_records)
+            mod=self.working.database.commit_workload(task.dispatched[0]).mod,
+            target=task.target,
+            space_generator=space,
+            search_strategy=ms.search_strategy.EvolutionarySearch(population_size=self.settings.population_size),
+            task_name=task.task_name,
+            rand_state=-1 if seed is None else seed + i,
+            num_threads=self.host_cores,
+            logger=self.ms_log,  # not MetaSchedule's own per-task log files and console handlers
+        ).clone()
+
+    def _record(self, st: TaskState) -> None:
+        entry = self.metadata["tasks"].get(st.key, {})
+        self.metadata["tasks"][st.key] = {
+            **entry, "name": entry.get("name", st.name), "trials": st.trials, "weight": max(st.weight, entry.get("weight", 0)),
+            "best_us": st.best_us, "models": sorted({*entry.get("models", []), self.model}),
+            "measured_on": sorted({*entry.get("measured_on", []), self.measured_on}),
+        }
+
+    def finish(self) -> int:
+        """Every task's best cost from the database; the library committed. -> records in it."""
+        for st, task in zip(self.states, self.extracted):
+            st.best_us = _best_us(self.working.database, task)
+        self.working.commit()
+        return self.working.records()
+
+    def close(self) -> None:
+        self.builder.shutdown()
+        self._close_runner()
+        self.working.close()
+
+
+def _run_metadata(old: dict[str, Any], target: DeployTarget, checkpoint: LoadedCheckpoint, key: str, prepack: bool,
+                  kind: str, measured_on: str) -> dict[str, Any]:
+    """``tuning.json`` for this run: the library's, with this model's run counted."""
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    key = model_key(checkpoint.config)
     models = dict(old.get("models", {}))
-    models[key] = {**models.get(key, {}), "config": checkpoint.config.to_dict(), "machine_cpu": measured_by,
+    models[key] = {**models.get(key, {}), "config": checkpoint.config.to_dict(), "machine_cpu": measured_on,
                    "runs": int(models.get(key, {}).get("runs", 0)) + 1,
                    "started": models.get(key, {}).get("started") or now}
-    metadata = {
+    return {
         "target": old.get("target", target.name),
         "tvm_target": old.get("tvm_target", target.tvm_target),
         "prepack": prepack,
@@ -283,117 +433,6 @@ def _tune_locked(
         # workload hash -> {"name", "trials", "weight", "best_us", "models", "measured_on"}
         "tasks": dict(old.get("tasks", {})),
     }
-    working = WorkingCopy(path, metadata)
-    if missing_only:
-        have = {i for i, task in enumerate(extracted) if working.database.has_workload(task.dispatched[0])}
-        for i, task in enumerate(extracted):  # a record from a merge or a run without tuning.json's count
-            if i in have:
-                metadata["tasks"].setdefault(_task_key(task), {}).setdefault("trials", trials_per_task)
-    states, selected = plan_tasks(extracted, metadata["tasks"], max_tasks)
-    if missing_only:
-        selected = sorted((i for i in selected if i not in have), key=lambda i: -states[i].flops * states[i].weight)
-    cost_model = ms.cost_model.XGBModel(num_tuning_cores=host_cores)
-    ms_log = logging.getLogger("tsm_deploy.tune.metaschedule")
-    for name in ("tvm.s_tir.meta_schedule", ms_log.name):
-        if logging.getLogger(name).level == logging.NOTSET:  # per-batch tables and XGBoost chatter
-            logging.getLogger(name).setLevel(logging.WARNING)
-    counter = {"trials": 0}
-    try:
-        log.info("%d tasks; tuning %d of them to %d trials each into %s (prepack=%s, measured by %s)",
-                 len(states), len(selected), trials_per_task, path, prepack, measured_by)
-        for rank, i in enumerate(selected, 1):
-            if budget_s is not None and time.perf_counter() - start > budget_s:
-                log.info("budget of %.1f min spent: %d of %d kernels left for the next run",
-                         budget_s / 60, len(selected) - rank + 1, len(selected))
-                break
-            for future in warming:
-                future.result()
-            warming = []
-            _tune_task(
-                states, selected, i, rank, extracted[i], working, metadata, counter, trials_per_task, progress,
-                builder, runner, cost_model, ms_log, trials_per_iter, population_size, seed, host_cores, key, measured_by,
-            )
-        for st, task in zip(states, extracted):
-            st.best_us = _best_us(working.database, task)
-        working.commit()
-        records = working.records()
-    finally:
-        builder.shutdown()
-        close_runner()
-        working.close()
-    summary = _summary(target, path, states, metadata, counter["trials"], records, time.perf_counter() - start,
-                       builder, prepack)
-    log.info("%s", summary.line())
-    return summary
-
-
-def _tune_task(
-    states: list[TaskState], selected: list[int], i: int, rank: int, task: Any, working: WorkingCopy,
-    metadata: dict[str, Any], counter: dict[str, int], trials_per_task: int,
-    progress: Callable[[str, int, int, float | None], None] | None, builder: Any, runner: Any, cost_model: Any,
-    ms_log: logging.Logger, trials_per_iter: int, population_size: int, seed: int | None, host_cores: int,
-    model: str, measured_on: str,
-) -> None:
-    """Tune one task until it has ``trials_per_task`` trials, committing the database every batch."""
-    st = states[i]
-    st.best_us = _best_us(working.database, task)
-    remaining = trials_per_task - st.trials
-    if remaining <= 0:
-        log.info("[%d/%d] %s: %d trials already, best %s", rank, len(selected), st.name, st.trials, _fmt_us(st.best_us))
-        return
-    log.info("[%d/%d] %s (weight %d, %.1f MFLOP): %d trials so far, tuning %d more",
-             rank, len(selected), st.name, st.weight, st.flops / 1e6, st.trials, remaining)
-
-    def record() -> None:
-        entry = metadata["tasks"].get(st.key, {})
-        metadata["tasks"][st.key] = {
-            **entry, "name": entry.get("name", st.name), "trials": st.trials, "weight": max(st.weight, entry.get("weight", 0)),
-            "best_us": st.best_us, "models": sorted({*entry.get("models", []), model}),
-            "measured_on": sorted({*entry.get("measured_on", []), measured_on}),
-        }
-
-    def on_batch(n: int, latencies: list[float]) -> None:
-        st.trials += n
-        counter["trials"] += n
-        if latencies:
-            best = min(latencies) * 1e6
-            st.best_us = best if st.best_us is None else min(st.best_us, best)
-        record()
-        working.commit()
-        log.info("[%d/%d] %s: %d/%d trials, best %s, %d valid of %d", rank, len(selected), st.name,
-                 st.trials, trials_per_task, _fmt_us(st.best_us), len(latencies), n)
-        if progress is not None:
-            progress(st.name, st.trials, trials_per_task, st.best_us)
-
-    space: Any = "post-order-apply"
-    if _is_small_copy(task.dispatched[0], st.flops):
-        space = ms.space_generator.PostOrderApply(sch_rules=_serial_rules(task.target))
-    context = ms.TuneContext(
-        # the stored workload when the database has a structurally equal one: its block names, which the
-        # traces refer to, may differ from this module's (see database.unreplayable_records)
-        mod=working.database.commit_workload(task.dispatched[0]).mod,
-        target=task.target,
-        space_generator=space,
-        search_strategy=ms.search_strategy.EvolutionarySearch(population_size=population_size),
-        task_name=task.task_name,
-        rand_state=-1 if seed is None else seed + i,
-        num_threads=host_cores,
-        logger=ms_log,  # not MetaSchedule's own per-task log files and console handlers
-    ).clone()
-    try:
-        _search(context, task, remaining, trials_per_iter, builder, runner, working, cost_model, on_batch)
-    except RuntimeError as exc:  # TVM's search itself failed on this kernel (seen: an int32 overflow in a
-        # candidate's loop bounds): the records so far are committed; the other kernels go on
-        log.warning("%s: the search failed after %d trials (%s); going on with the next kernel",
-                    st.name, st.trials, " ".join(str(exc).split())[-200:])
-        working.commit()
-        return
-    if st.trials < trials_per_task:
-        # the search ran out of new candidates: count the task as done for this budget
-        log.info("%s: search space exhausted at %d trials", st.name, st.trials)
-        st.trials = trials_per_task
-        record()
-    working.commit()
 
 
 def _search(context: Any, task: Any, remaining: int, trials_per_iter: int, builder: Any, runner: Any,

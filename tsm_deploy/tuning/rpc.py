@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from tvm.s_tir import meta_schedule as ms
 
 from ..errors import TsmDeployError
-from ..remote import check_reachable, parse_address
+from ..evaluate.runners.rpc import check_reachable, parse_address
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,12 @@ class RpcConfig:
 def parse_tracker(value: str) -> tuple[str, int]:
     """``HOST:PORT`` -> (host, port), with a clear error."""
     return parse_address(value, what="--rpc-tracker")
+
+
+def rpc_config(place: Any) -> RpcConfig:
+    """The tracker and device key of an RPC :class:`~tsm_deploy.evaluate.place.Place` with a tracker."""
+    host, port = parse_tracker(place.address)
+    return RpcConfig(host, port, place.key)
 
 
 def check_tracker(rpc: RpcConfig, timeout: float = 5.0) -> int:

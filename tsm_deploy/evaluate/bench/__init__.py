@@ -4,7 +4,7 @@ What is measured: one streaming step (one prepared frame in, logits out, shift b
 the next step's inputs) for
 
 * ``tvm``: the artifact through :class:`tsm_deploy.runtime.StreamingModel` (``run_prepared``);
-* ``onnxruntime``: the same model exported by :func:`tsm_deploy.export.export_onnx`, CPU provider,
+* ``onnxruntime``: the same model exported by :func:`tsm_deploy.frontend.export.export_onnx`, CPU provider,
   all graph optimisations on;
 * ``pytorch``: the eager model under ``torch.no_grad()``.
 
@@ -50,9 +50,10 @@ from typing import Any, Callable
 from ...checkpoint import LoadedCheckpoint
 from ...errors import TsmDeployError
 from ...runtime.manifest import Manifest, check_runs_here, read_manifest
-from ...targets import DeployTarget
+from ...target.targets import DeployTarget
 from ..inputs import reference_preparation, seeded_inputs
-from ..runners import ArtifactRunner, OnnxRuntimeRunner, SteppingRunner, TorchRunner
+from ..runners import SteppingRunner
+from ..runners.local import ArtifactRunner, OnnxRuntimeRunner, TorchRunner
 from .machine import _load_average, machine_info
 from .measure import measure
 from .memory import _PeakRss
@@ -89,12 +90,12 @@ def _target_from_manifest(manifest: Manifest) -> DeployTarget:
     """The exact TVM target the artifact was built with (detection already applied), runnable here."""
     t = manifest.target
     return DeployTarget(
-        name=t["name"],
-        description=f"{t['name']} (from the artifact's manifest)",
-        device=t["device"],
-        arch=t["arch"],
-        tvm_target=dict(t["tvm_target"]),
-        host=t.get("host"),
+        name=t.name,
+        description=f"{t.name} (from the artifact's manifest)",
+        device=t.device,
+        arch=t.arch,
+        tvm_target=t.tvm_target,
+        host=t.host,
         cross_compiler=None,
         tuning_logs=None,
     )
@@ -102,10 +103,9 @@ def _target_from_manifest(manifest: Manifest) -> DeployTarget:
 
 def _check_runs_here(manifest: Manifest, artifact_dir: Path) -> None:
     target = manifest.target
-    if target.get("device") != "cpu":
+    if target.device != "cpu":
         raise TsmDeployError(
-            f"bench compares CPU runtimes on this machine; {artifact_dir} is built for {target.get('device')} "
-            f"({target.get('name')})"
+            f"bench compares CPU runtimes on this machine; {artifact_dir} is built for {target.device} ({target.name})"
         )
     check_runs_here(manifest, artifact_dir, "time it on the device with `tsm-deploy bench --rpc HOST:PORT`")
 
@@ -115,6 +115,66 @@ def _noshift_checkpoint(checkpoint: LoadedCheckpoint) -> LoadedCheckpoint:
     return replace(
         checkpoint, config=config, source=f"{checkpoint.source} without the temporal shifts", layout="noshift"
     )
+
+
+class _Runners:
+    """The runners of one benchmark, each created with its set-up RSS growth noted."""
+
+    def __init__(self) -> None:
+        self.peak = _PeakRss()
+        self.setup_rss: dict[str, int] = {}
+        self.by_name: dict[str, SteppingRunner] = {}
+
+    def add(self, make: Callable[[], SteppingRunner], name: str) -> None:
+        before = self.peak.rss_bytes()
+        runner = make()
+        self.setup_rss[name] = max(0, self.peak.rss_bytes() - before)
+        self.by_name[name] = runner
+
+    def clear(self) -> None:
+        self.by_name.clear()  # unloads the modules (the baseline's before its directory goes)
+
+
+def _check_settings(frames: int, warmup: int, round_size: int, threads: int | None) -> int:
+    """-> the thread count."""
+    if frames < 1:
+        raise TsmDeployError(f"--frames must be >= 1, got {frames}")
+    if warmup < 0:
+        raise TsmDeployError(f"--warmup must be >= 0, got {warmup}")
+    if round_size < 1:
+        raise TsmDeployError(f"round size must be >= 1, got {round_size}")
+    if threads is not None and threads < 1:
+        raise TsmDeployError(f"--threads must be >= 1, got {threads}")
+    return threads or os.cpu_count() or 1
+
+
+def _add_runtimes(runners: _Runners, artifact: Path, checkpoint: LoadedCheckpoint, threads: int, prepare: Any,
+                  suffix: str = "") -> None:
+    """The artifact, ONNX Runtime and PyTorch eager on ``checkpoint``'s model, named with ``suffix``."""
+    from ...frontend.export import export_onnx
+
+    model = checkpoint.model()
+    runners.add(lambda: ArtifactRunner(artifact, f"tvm{suffix}"), f"tvm{suffix}")
+    runners.add(lambda: OnnxRuntimeRunner(model, export_onnx(model, check_ort=False).model, threads,
+                                          f"onnxruntime{suffix}", prepare=prepare), f"onnxruntime{suffix}")
+    runners.add(lambda: TorchRunner(model, f"pytorch{suffix}", prepare=prepare), f"pytorch{suffix}")
+
+
+def _compile_noshift(manifest: Manifest, checkpoint: LoadedCheckpoint, out: Path, tuning: dict[str, Any]) -> LoadedCheckpoint:
+    """The same network without shifts, compiled as the artifact was (same target, fusion and records)."""
+    from ...compiler.artifact import compile_artifact
+
+    base = _noshift_checkpoint(checkpoint)
+    recorded = manifest.tuning or {}
+    database = recorded.get("libraries") or ([recorded["database"]] if recorded.get("database") else [])
+    gone = [d for d in database if not Path(d).is_dir()]
+    if gone:
+        log.warning("the artifact's tuning records %s are gone: the baseline is compiled without them", gone[0])
+        tuning["noshift_note"] = f"tuning records {gone[0]} not found: baseline compiled without them"
+        database = [d for d in database if d not in gone]
+    result = compile_artifact(base, _target_from_manifest(manifest), out, database=database)
+    tuning["noshift"] = result.coverage.to_dict()
+    return base
 
 
 def benchmark(
@@ -132,19 +192,9 @@ def benchmark(
     """Measure the artifact, ONNX Runtime and PyTorch (and, with ``shift_overhead``, the same three on
     the network without shifts) side by side in this process. ``progress(done, total)`` counts timed
     frames over all runners; ``stage(message)`` announces the slow set-up steps."""
-    from ...compile import compile_artifact
-    from ...export import export_onnx
     from ..verify import check_checkpoint_matches
 
-    if frames < 1:
-        raise TsmDeployError(f"--frames must be >= 1, got {frames}")
-    if warmup < 0:
-        raise TsmDeployError(f"--warmup must be >= 0, got {warmup}")
-    if round_size < 1:
-        raise TsmDeployError(f"round size must be >= 1, got {round_size}")
-    if threads is not None and threads < 1:
-        raise TsmDeployError(f"--threads must be >= 1, got {threads}")
-    threads = threads or os.cpu_count() or 1
+    threads = _check_settings(frames, warmup, round_size, threads)
     artifact_dir = Path(artifact_dir)
     manifest = read_manifest(artifact_dir)
     _check_runs_here(manifest, artifact_dir)
@@ -152,50 +202,24 @@ def benchmark(
     if not checkpoint.config.shift:
         raise TsmDeployError("bench expects the model with its temporal shifts (it builds the no-shift baseline itself)")
 
-    peak = _PeakRss()
     load_start = _load_average()
     prepared = seeded_inputs(manifest, min(frames + warmup, DISTINCT_FRAMES), seed)
     prepare = reference_preparation(manifest)
-    setup_rss: dict[str, int] = {}
-    runners: list[SteppingRunner] = []
-
-    def add(make: Callable[[], SteppingRunner], name: str) -> None:
-        before = peak.rss_bytes()
-        runner = make()
-        setup_rss[name] = max(0, peak.rss_bytes() - before)
-        runners.append(runner)
-
+    runners = _Runners()
     tuning: dict[str, Any] = {"shift": manifest.tuning, "noshift": None}
     with tempfile.TemporaryDirectory(prefix="tsm-bench-") as tmp:
         stage("loading the artifact and exporting the model for ONNX Runtime")
-        model = checkpoint.model()
-        add(lambda: ArtifactRunner(artifact_dir), "tvm")
-        add(lambda: OnnxRuntimeRunner(model, export_onnx(model, check_ort=False).model, threads, prepare=prepare), "onnxruntime")
-        add(lambda: TorchRunner(model, prepare=prepare), "pytorch")
+        _add_runtimes(runners, artifact_dir, checkpoint, threads, prepare)
         if shift_overhead:
-            base = _noshift_checkpoint(checkpoint)
-            recorded = manifest.tuning or {}
-            database = recorded.get("libraries") or ([recorded["database"]] if recorded.get("database") else [])
-            gone = [d for d in database if not Path(d).is_dir()]
-            if gone:
-                log.warning("the artifact's tuning records %s are gone: the baseline is compiled without them", gone[0])
-                tuning["noshift_note"] = f"tuning records {gone[0]} not found: baseline compiled without them"
-                database = [d for d in database if d not in gone]
             stage("compiling the same network without shifts (same target, fusion and tuning records)")
-            result = compile_artifact(base, _target_from_manifest(manifest), Path(tmp) / "noshift", database=database)
-            tuning["noshift"] = result.coverage.to_dict()
-            base_model = base.model()
-            add(lambda: ArtifactRunner(Path(tmp) / "noshift", "tvm_noshift"), "tvm_noshift")
-            add(lambda: OnnxRuntimeRunner(base_model, export_onnx(base_model, check_ort=False).model, threads,
-                                          "onnxruntime_noshift", prepare=prepare),
-                "onnxruntime_noshift")
-            add(lambda: TorchRunner(base_model, "pytorch_noshift", prepare=prepare), "pytorch_noshift")
+            base = _compile_noshift(manifest, checkpoint, Path(tmp) / "noshift", tuning)
+            _add_runtimes(runners, Path(tmp) / "noshift", base, threads, prepare, suffix="_noshift")
         _set_threads(threads)  # after compiling: constant folding may have started TVM's pool
-        by_name = {r.name: r for r in runners}
-        total = frames * len(runners) + (frames * len(RUNNERS) if shift_overhead else 0)  # each twin pair reruns
+        by_name = runners.by_name
+        total = frames * len(by_name) + (frames * len(RUNNERS) if shift_overhead else 0)  # each twin pair reruns
 
         def timed(groups: list[list[SteppingRunner]], before: int) -> tuple[dict[str, RunnerStats], dict[str, list[float]]]:
-            return measure(groups, setup_rss, prepared, frames, warmup, round_size, peak,
+            return measure(groups, runners.setup_rss, prepared, frames, warmup, round_size, runners.peak,
                            lambda done, _: progress(before + done, total), settle=DEFAULT_SETTLE)
 
         stage(f"timing {frames} frames x {len(RUNNERS)} runners side by side"
@@ -206,14 +230,32 @@ def benchmark(
         if shift_overhead:
             for i, n in enumerate(RUNNERS):
                 pairs[n] = timed([[by_name[n], by_name[f"{n}_noshift"]]], frames * (len(RUNNERS) + 2 * i))
-        runners.clear()  # unload the baseline's module before its directory goes
-        by_name.clear()
-    paired = {n: paired_overhead(samples[n], samples[f"{n}_noshift"], round_size) for n, (_, samples) in pairs.items()}
+        runners.clear()
+    settings = {
+        "frames": frames,
+        "warmup": warmup,
+        "threads": threads,
+        "round_size": round_size,
+        "settle": DEFAULT_SETTLE,
+        "distinct_frames": len(prepared),
+        "seed": seed,
+        "step": "clip" if manifest.kind == "clip" else "frame",  # what one timed sample is
+        "input": "uint8 camera frames (preprocessing included)" if manifest.io.frame_format == "rgb_uint8"
+        else "prepared float tensors (network only)",
+        "checkpoint": checkpoint.source,
+    }
+    return _report(artifact_dir, manifest, stats, pairs if shift_overhead else None, tuning, load_start,
+                   runners.peak.method, round_size, settings)
 
+
+def _report(artifact_dir: Path, manifest: Manifest, stats: dict[str, RunnerStats], pairs: dict[str, Any] | None,
+            tuning: dict[str, Any], load_start: float | None, rss_method: str, round_size: int,
+            settings: dict[str, Any]) -> BenchReport:
+    paired = {n: paired_overhead(samples[n], samples[f"{n}_noshift"], round_size) for n, (_, samples) in (pairs or {}).items()}
     machine = machine_info()
     machine["load_average_start"] = load_start
     machine["load_average_end"] = _load_average()
-    notes = [PEAK_RSS_NOTE, THREADS_NOTE, f"peak RSS measured with {peak.method}"]
+    notes = [PEAK_RSS_NOTE, THREADS_NOTE, f"peak RSS measured with {rss_method}"]
     if (machine["load_average_start"] or 0) > 0.5 * (os.cpu_count() or 1):
         notes.append(
             f"the machine was busy when the benchmark started (load average {machine['load_average_start']:.2f} "
@@ -221,39 +263,29 @@ def benchmark(
         )
     return BenchReport(
         artifact=str(artifact_dir),
-        target=manifest.target["name"],
+        target=manifest.target.name,
         model={k: v for k, v in manifest.model.items() if k not in ("source",)},
         runners={name: stats[name] for name in RUNNERS},
-        noshift={name: pair[f"{name}_noshift"] for name, (pair, _) in pairs.items()} if shift_overhead else None,
-        paired_runners={name: pair[name] for name, (pair, _) in pairs.items()} if shift_overhead else None,
+        noshift={name: pair[f"{name}_noshift"] for name, (pair, _) in pairs.items()} if pairs is not None else None,
+        paired_runners={name: pair[name] for name, (pair, _) in pairs.items()} if pairs is not None else None,
         tuning=tuning,
         machine=machine,
         paired=paired or None,
-        settings={
-            "frames": frames,
-            "warmup": warmup,
-            "threads": threads,
-            "round_size": round_size,
-            "settle": DEFAULT_SETTLE,
-            "distinct_frames": len(prepared),
-            "seed": seed,
-            "step": "clip" if manifest.kind == "clip" else "frame",  # what one timed sample is
-            "input": "uint8 camera frames (preprocessing included)" if manifest.io.frame_format == "rgb_uint8"
-            else "prepared float tensors (network only)",
-            "checkpoint": checkpoint.source,
-        },
+        settings=settings,
         notes=notes,
     )
 
 
-def benchmark_remote(artifact_dir: Path, address: str, frames: int = 200, warmup: int = 20) -> RemoteBenchReport:
-    """Per-frame latency of ``artifact_dir`` on the device behind a TVM RPC server."""
-    from ...remote import RemoteArtifact
+def benchmark_remote(artifact_dir: Path, address: str, frames: int = 200, warmup: int = 20,
+                     key: str | None = None) -> RemoteBenchReport:
+    """Per-frame latency of ``artifact_dir`` on the device behind a TVM RPC server (with ``key``: a
+    device the tracker at ``address`` hands out)."""
+    from ..runners.rpc import RemoteArtifact
 
     if frames < 1:
         raise TsmDeployError(f"--frames must be >= 1, got {frames}")
-    with RemoteArtifact(Path(artifact_dir), address) as remote:
-        target = remote.manifest.target["name"]
+    with RemoteArtifact(Path(artifact_dir), address, key) as remote:
+        target = remote.manifest.target.name
         samples = [ms / 1e3 for ms in remote.latencies_ms(frames, warmup=warmup)]
     # peak RSS is the device process's, which RPC does not report
     stats = RunnerStats.from_samples("tvm", samples, peak_rss=0, setup_rss=0)

@@ -18,10 +18,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ...atomic import atomic_write_text
+from ...support.atomic import atomic_write_text
 from ...checkpoint import LoadedCheckpoint
 from ...errors import CheckFailed, TsmDeployError
 from ...runtime.manifest import read_manifest
+from ...target.arch import emulated_cpu, require_emulatable
 from ..inputs import seeded_inputs
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class EmulatedBenchReport:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        from ...device.meter import INSTRUCTIONS_LABEL
+        from ...emulation.meter import INSTRUCTIONS_LABEL
 
         base = self.counts["tvm"].steady
         return {
@@ -97,7 +98,7 @@ class EmulatedBenchReport:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def table(self) -> str:
-        from ...device.meter import INSTRUCTIONS_LABEL
+        from ...emulation.meter import INSTRUCTIONS_LABEL
 
         lines = [f"{'runner':<22} {'M instr/frame':>14} {'vs tvm':>8} {'instr/MAC':>10}"]
         base = self.counts["tvm"].steady
@@ -141,11 +142,12 @@ def model_macs(checkpoint: LoadedCheckpoint) -> int:
     return total
 
 
-def _peer_counts(peer_name: str, checkpoint: LoadedCheckpoint, frames: np.ndarray, progress: Callable[[str], None]) -> EmulatedCount:
-    from ...device.meter import MARKER_SYSCALL, run_metered
-    from ...device.peers import export_peer_model, prepare_peer
+def _peer_counts(peer_name: str, checkpoint: LoadedCheckpoint, frames: np.ndarray, qemu_cpu: str,
+                 progress: Callable[[str], None]) -> EmulatedCount:
+    from ...emulation.meter import MARKER_SYSCALL, run_metered
+    from ...emulation.peers import export_peer_model, prepare_peer
 
-    peer = prepare_peer(peer_name, progress=progress)
+    peer = replace(prepare_peer(peer_name, progress=progress), qemu_cpu=qemu_cpu)
     with tempfile.TemporaryDirectory(prefix="tsm-emu-peer-") as tmp:
         model_path = export_peer_model(peer, checkpoint.model(), Path(tmp))
         np.save(Path(tmp) / "frames.npy", frames)
@@ -166,8 +168,8 @@ def _baseline_artifacts(artifact_dir: Path, checkpoint: LoadedCheckpoint, noshif
                         progress: Callable[[str], None]) -> dict[str, Path]:
     """The same model compiled for the same target without records (``tvm_untuned``) and, with the
     artifact's records, without its shifts (``tvm_noshift``)."""
-    from ...compile import compile_artifact
-    from ...targets import load_target
+    from ...compiler.artifact import compile_artifact
+    from ...target.targets import load_target
     from . import _target_from_manifest
 
     manifest = read_manifest(artifact_dir)
@@ -192,23 +194,23 @@ def benchmark_emulated(
     per_function: bool = True,
     baselines: bool = True,
     progress: Callable[[str], None] = lambda message: None,
+    qemu_cpu: str | None = None,
 ) -> EmulatedBenchReport:
     """Instructions per frame of an aarch64 stream artifact and of ``peers`` on the emulated CPU; with
     ``baselines``, also of the untuned module and of the network without shifts (TVM and peers), for
-    the tuning gain and the shift overhead."""
-    from ...device.meter import count_artifact
+    the tuning gain and the shift overhead. ``qemu_cpu``: the core emulated (default: the target's)."""
+    from ...emulation.meter import count_artifact
 
     if frames < 2:
         raise TsmDeployError(f"--frames must be >= 2 with --emulate (the first frame is not steady), got {frames}")
     artifact_dir = Path(artifact_dir)
     manifest = read_manifest(artifact_dir)
-    if manifest.target["arch"] != "aarch64" or manifest.target["device"] != "cpu":
-        raise TsmDeployError(f"--emulate counts aarch64 CPU artifacts (rasp4, jetson-nano-cpu); {artifact_dir} is for "
-                             f"{manifest.target['name']}")
+    require_emulatable(manifest.target, "--emulate")
+    qemu_cpu = qemu_cpu or emulated_cpu(manifest.target)
     if manifest.kind != "stream":
         raise TsmDeployError("--emulate counts stream artifacts so far")
     progress(f"counting the artifact's instructions on an emulated CPU ({frames} frames, 1 thread)")
-    art = count_artifact(artifact_dir, frames=frames, per_function=per_function)
+    art = count_artifact(artifact_dir, frames=frames, per_function=per_function, qemu_cpu=qemu_cpu)
     counts = {"tvm": EmulatedCount("tvm", list(art.per_frame), art.per_function)}
     prepared = seeded_inputs(manifest, frames, seed=0)
     notes = [f"peer runs the same model exported to ONNX, {frames} seeded frames, buffers fed back"]
@@ -221,17 +223,17 @@ def benchmark_emulated(
         with tempfile.TemporaryDirectory(prefix="tsm-emu-base-") as tmp:
             for name, path in _baseline_artifacts(artifact_dir, checkpoint, noshift, Path(tmp), progress).items():
                 progress(f"counting {name} on the emulated CPU")
-                base = count_artifact(path, frames=frames, per_function=per_function)
+                base = count_artifact(path, frames=frames, per_function=per_function, qemu_cpu=qemu_cpu)
                 counts[name] = EmulatedCount(name, list(base.per_frame), base.per_function)
     for name in peers:
         for suffix, model in models:
             try:
-                counts[name + suffix] = _peer_counts(name, model, prepared, progress)
+                counts[name + suffix] = _peer_counts(name, model, prepared, qemu_cpu, progress)
             except (CheckFailed, TsmDeployError) as exc:
                 notes.append(f"{name}{suffix} did not run: {exc}")
                 log.warning("%s%s did not run on the emulated CPU: %s", name, suffix, exc)
     return EmulatedBenchReport(
-        artifact=str(artifact_dir), target=manifest.target["name"],
+        artifact=str(artifact_dir), target=manifest.target.name,
         model={k: v for k, v in manifest.model.items() if k != "source"}, macs=model_macs(checkpoint),
         counts=counts, qemu_cpu=art.qemu_cpu, notes=notes,
     )

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ...target_status import cpu_name
+from ...support.host import cpu_name
 
 
 def _load_average() -> float | None:

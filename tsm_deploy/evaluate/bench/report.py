@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ...atomic import atomic_write_bytes, atomic_write_text
+from ...support.atomic import atomic_write_bytes, atomic_write_text
 from ...errors import TsmDeployError
 
 RUNNERS = ("tvm", "onnxruntime", "pytorch")

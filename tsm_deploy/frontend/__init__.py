@@ -1,0 +1,1 @@
+"""PyTorch -> ONNX (:mod:`.export`, the shift as slicing) -> Relax (:mod:`.relax`, with the shift check)."""
