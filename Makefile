@@ -26,12 +26,15 @@ system-deps:
 demo: setup
 	$(BIN)/python scripts/demo.py --output $(OUT)
 
-# What CI runs: every test but the few marked heavy (minutes each, or large downloads).
+# What CI runs: every test but the few marked heavy (minutes each, or large downloads), on
+# TEST_WORKERS processes (pytest-xdist), each test file whole on one of them (its fixtures built once).
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 test: setup
-	$(BIN)/python -m pytest -q -m "not heavy" --durations=25
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) -m "not heavy" --durations=25
 
 test-all: setup
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) --durations=25
 
 # The quick subset while working: no full-size compiles, no emulation, no RPC.
 test-quick: $(STAMP)

@@ -26,10 +26,11 @@ sys.path.insert(0, str(ROOT))
 
 from tsm_deploy.support.atomic import atomic_write_text  # noqa: E402
 from tsm_deploy.checkpoint import default_checkpoint  # noqa: E402
-from tsm_deploy.compiler.artifact import compile_artifact, resolve_database  # noqa: E402
+from tsm_deploy.compiler.artifact import compile_artifact  # noqa: E402
 from tsm_deploy.emulation.meter import MARKER_SYSCALL, build_meter_plugin  # noqa: E402
 from tsm_deploy.errors import TsmDeployError  # noqa: E402
 from tsm_deploy.evaluate.bench import _noshift_checkpoint  # noqa: E402
+from tsm_deploy.target.library import TARGET_RECORDS, libraries_for  # noqa: E402
 from tsm_deploy.target.targets import load_target  # noqa: E402
 
 QEMU = "qemu-x86_64"
@@ -58,11 +59,11 @@ def main() -> int:
     args = parser.parse_args()
     checkpoint = default_checkpoint()
     target = load_target(args.target)
-    database = resolve_database(target, checkpoint, "auto")
+    database = [lib.path for lib in libraries_for(target, TARGET_RECORDS)]
     plugin = build_meter_plugin()
     result: dict = {"label": "emulated instructions (qemu-x86_64 -cpu max, TCG), not latency",
                     "unit": "guest instructions per frame (median of the frames after the first)",
-                    "target": args.target, "database": str(database), "frames": args.frames, "runners": {}}
+                    "target": args.target, "database": [str(p) for p in database], "frames": args.frames, "runners": {}}
     with tempfile.TemporaryDirectory(prefix="tsm-count-art-") as tmp:
         for name, model in (("tvm", checkpoint), ("tvm_noshift", _noshift_checkpoint(checkpoint))):
             artifact = Path(tmp) / name

@@ -52,3 +52,24 @@ def test_files_are_read_by_kind_not_name(tmp_path):
     assert module.main(args + ["--check"]) == 0
     readme.write_text(text.replace("| 1.00x |", "| 1.01x |", 1))  # a hand edit of a figure
     assert module.main(args + ["--check"]) == 1
+
+
+def test_the_readme_is_a_short_guide():
+    assert len((ROOT / "README.md").read_text().splitlines()) < 300
+
+
+def test_no_file_numbers_work_periods():
+    """The project speaks of itself, not of the sessions that wrote it: no "session 12", "work period
+    3", "attempt 2" or "round 4 of the work" in its files (figures are dated and name a commit)."""
+    import re
+
+    pattern = re.compile(r"\b(session|work period|period|attempt|sprint|iteration)\s+#?\d+\b", re.IGNORECASE)
+    hits = []
+    for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "benchmarks").glob("*.md"),
+                 *(ROOT / "tsm_deploy").rglob("*.py"), *(ROOT / "scripts").glob("*.py"), *(ROOT / "tests").rglob("*.py")]:
+        if path.name == "test_readme.py":
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if pattern.search(line):
+                hits.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()[:80]}")
+    assert not hits, "\n".join(hits)

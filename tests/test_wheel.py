@@ -116,7 +116,7 @@ def test_installed_wheel_resolves_its_packaged_data(installed: tuple[Path, Path]
     venv, site = installed
     probe = (
         "import json, tsm_deploy\n"
-        "from tsm_deploy import resources\n"
+        "from tsm_deploy.support import resources\n"
         "from tsm_deploy.target.targets import PROJECT_ROOT, TARGETS_DIR, available_targets\n"
         "print(json.dumps({'package': tsm_deploy.__file__, 'targets': str(resources.targets_dir()),\n"
         "    'tuning_logs': str(resources.tuning_logs_dir()), 'default_model': str(resources.default_model_dir()),\n"
@@ -178,7 +178,7 @@ def test_editable_install_uses_the_checkout(source_copy: Path, tmp_path_factory,
     _fresh_venv(venv)
     _run([sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "--no-deps", "--no-build-isolation",
           "--no-index", "-e", source_copy], cwd=venv)  # fmt: skip
-    probe = "from tsm_deploy import resources; print(resources.targets_dir()); print(resources.tuning_logs_dir())"
+    probe = "from tsm_deploy.support import resources; print(resources.targets_dir()); print(resources.tuning_logs_dir())"
     lines = _run([venv / "bin" / "python", "-c", probe], cwd=tmp_path, env=_clean_env(venv)).stdout.split()
     assert [Path(line) for line in lines] == [source_copy / "targets", source_copy / "tuning_logs"]
     assert not (source_copy / "tsm_deploy" / "_data").exists()
@@ -186,7 +186,7 @@ def test_editable_install_uses_the_checkout(source_copy: Path, tmp_path_factory,
 
 def test_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Environment override, else the checkout's folder, else the packaged copy (quick: no build)."""
-    from tsm_deploy import resources
+    from tsm_deploy.support import resources
 
     assert resources.targets_dir() == REPO / "targets" or os.environ.get(resources.TARGETS_ENV)
     checkout, package = tmp_path / "checkout", tmp_path / "checkout" / "tsm_deploy"
@@ -212,7 +212,7 @@ def test_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def test_missing_targets_folder_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
-    from tsm_deploy import targets as targets_module
+    from tsm_deploy.target import targets as targets_module
     from tsm_deploy.cli import main
 
     monkeypatch.setattr(targets_module, "TARGETS_DIR", tmp_path / "nowhere")

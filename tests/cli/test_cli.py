@@ -149,3 +149,15 @@ def test_run_refuses_a_file_that_is_not_a_video(tmp_path, small_artifact):
     bogus.write_bytes(b"not a video at all")
     result = invoke("run", small_artifact, bogus)
     assert_one_line_error(result, "cannot read video")
+
+
+def test_click_usage_errors_are_one_line():
+    """An unknown option or a missing one is bad input like any other: one line, exit 2."""
+    from click.testing import CliRunner
+
+    from tsm_deploy.cli import main
+
+    for argv, message in ((["targets", "-0"], "error: No such option '-0'."),
+                          (["compile"], "error: Missing option '--target' / '-t'.")):
+        result = CliRunner().invoke(main, argv)
+        assert result.exit_code == 2 and result.stderr.splitlines() == [message], result.stderr

@@ -695,4 +695,4 @@ def test_target_names(name: str, target_dir: Path) -> None:
         out = target_dir / f"out{next(_counter)}"
         out.mkdir()
         if "\x00" not in name:  # click cannot pass NUL in argv either
-            cli_rejects(["targets", name], out)
+            cli_rejects(["targets", "--", name], out)  # "--": a name is never read as an option

@@ -12,7 +12,8 @@ from tsm_deploy.compiler.pipeline import prepare_module
 from tsm_deploy.runtime import StreamingModel
 from tsm_deploy.runtime.stream import buffers_nchw
 from tsm_deploy.target.targets import load_target
-from tsm_deploy.compiler.passes.transforms import SHIFT_ATTR, shifts_write_state
+from tsm_deploy.compiler.passes.shift_kernel import SHIFT_ATTR
+from tsm_deploy.compiler.passes.shift_state import shifts_write_state
 
 from .test_transforms import _packed_shifts
 

@@ -14,7 +14,7 @@ from tvm import te
 from tvm.s_tir import Schedule
 from tvm.s_tir import meta_schedule as ms
 
-from tsm_deploy import targets
+from tsm_deploy.target import targets
 from tsm_deploy.compiler.derived import derive_schedules, kernel_shape, refit_tiles
 from tsm_deploy.compiler.kernels import is_scheduled, tir_functions
 from tsm_deploy.target.targets import load_target

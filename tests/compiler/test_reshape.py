@@ -23,7 +23,7 @@ from tsm_deploy.target.library import model_key
 
 def test_shift_check_fails_a_model_whose_shift_was_removed(small_checkpoint, monkeypatch):
     """The spec says ten shifts; a model whose shift was replaced by identity has none in its graph."""
-    from tsm_deploy import pipeline
+    from tsm_deploy.compiler import pipeline
     from tsm_deploy.models import mobilenet_v2
 
     pipeline.prepare_module(small_checkpoint, load_target("x86"), check_ort=False)  # the real one passes

@@ -10,7 +10,9 @@ from tvm.script import relax as R
 from tsm_deploy.compiler.pipeline import prepare_module
 from tsm_deploy.runtime import StreamingModel, read_manifest
 from tsm_deploy.target.targets import load_target
-from tsm_deploy.compiler.passes.transforms import fold_permutes, pack_state_by_parts, shifts_write_state, state_in_place
+from tsm_deploy.compiler.passes.fold_permutes import fold_permutes
+from tsm_deploy.compiler.passes.pack_state import pack_state_by_parts
+from tsm_deploy.compiler.passes.shift_state import shifts_write_state, state_in_place
 
 
 def _shift_like(buffer_shape=(1, 4, 4, 2), x_shape=(1, 4, 4, 16), fold=2) -> tvm.IRModule:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tsm_deploy import targets as targets_module
+from tsm_deploy.target import targets as targets_module
 from tsm_deploy.cli import main
 from tsm_deploy.errors import TsmDeployError
 from tsm_deploy.target.targets import DEVICES, available_targets, load_target

@@ -84,6 +84,14 @@ def rpc_database(tmp_path_factory, rpc_tracker, small_checkpoint):
     return db, summary, seen
 
 
+@pytest.fixture(scope="module")
+def local_database(tmp_path_factory, small_checkpoint):
+    """Two tasks tuned on this host (what the tests of records need; the RPC path is rpc_database's)."""
+    db = tmp_path_factory.mktemp("tune-local") / "db"
+    summary = tune_model(small_checkpoint, load_target(TARGET), trials_per_task=4, database_dir=db, max_tasks=2, **FAST)
+    return db, summary
+
+
 @pytest.mark.slow
 @pytest.mark.heavy  # 5.6 min on the 2-core machine (measured 2026-11-22): make test-all
 @pytest.mark.rpc
@@ -95,8 +103,9 @@ def test_tune_two_tasks_through_rpc_tracker(rpc_database):
     assert len(_workloads(db)) == 2 and len(_records(db)) == summary.records >= 8
     _assert_valid_database(db)
     meta = read_metadata(db)
-    assert meta["prepack"] is True and meta["target"] == TARGET and meta["trials_per_task"] == 4
-    assert meta["machine_cpu"] == f"RPC key {RPC_KEY}"
+    assert meta["prepack"] is True and meta["target"] == TARGET and meta["measured_by"] == "rpc"
+    (model,) = meta["models"].values()
+    assert model["machine_cpu"] == f"RPC key {RPC_KEY}" and model["runs"] == 1
     assert sorted(_trials(db).values()) == [4, 4]
     assert [args[1] for args in seen] == [4, 4] and all(args[3] > 0 for args in seen)
     assert not list(db.parent.glob(".*work*")), "the working copy was not cleaned up"
@@ -137,15 +146,16 @@ def test_killed_run_leaves_a_valid_database_and_resume_adds_up(rpc_database, sma
     assert records[: len(killed_records)] == killed_records
     assert summary.tuned_tasks == 3 and len(_workloads(db)) == 3
     assert sorted(_trials(db).values()) == [8, 8, 8]  # the trials of all runs add up to the budget
-    assert read_metadata(db)["trials_per_task"] == 8 and read_metadata(db)["runs"] == 3
+    (model,) = read_metadata(db)["models"].values()
+    assert model["runs"] == 3
     # a run with nothing left to do measures nothing and keeps everything
     again = tune_model(small_checkpoint, load_target(TARGET), trials_per_task=8, database_dir=db, max_tasks=3, **FAST)
     assert again.trials == 0 and _records(db) == records
 
 
 @pytest.mark.slow
-def test_compile_applies_tuned_records_and_keeps_parity(rpc_database, small_checkpoint, tmp_path):
-    db, summary, _ = rpc_database
+def test_compile_applies_tuned_records_and_keeps_parity(local_database, small_checkpoint, tmp_path):
+    db, summary = local_database
     assert database_prepack(db)
     result = compile_artifact(small_checkpoint, load_target(TARGET), tmp_path / "art", database=db)
     cov = result.coverage
@@ -157,8 +167,8 @@ def test_compile_applies_tuned_records_and_keeps_parity(rpc_database, small_chec
 
 
 @pytest.mark.slow
-def test_compact_keeps_the_best_records(rpc_database, small_checkpoint, tmp_path):
-    first, summary, _ = rpc_database
+def test_compact_keeps_the_best_records(local_database, small_checkpoint, tmp_path):
+    first, summary = local_database
     db = tmp_path / "db"
     shutil.copytree(first, db)
 
@@ -178,8 +188,8 @@ def test_compact_keeps_the_best_records(rpc_database, small_checkpoint, tmp_path
 
 
 @pytest.mark.slow
-def test_cli_compile_reports_coverage(rpc_database, small_checkpoint_file, tmp_path):
-    db, _, _ = rpc_database
+def test_cli_compile_reports_coverage(local_database, small_checkpoint_file, tmp_path):
+    db, _ = local_database
     result = CliRunner().invoke(
         main, ["compile", "--target", TARGET, "--checkpoint", str(small_checkpoint_file), "--input-size", "64",
                "--tuning-db", str(db), "--output", str(tmp_path / "art")]

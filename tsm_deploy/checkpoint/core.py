@@ -12,9 +12,9 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from ..support.atomic import atomic_write_bytes
 from ..errors import TsmDeployError
 from ..models import ModelConfig, build_model
+from ..support.atomic import atomic_write_bytes
 
 FORMAT_VERSION = 1
 

@@ -28,10 +28,10 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import TsmDeployError
-from .core import closest_width, mismatches
 from ..models.mobilenet_v2 import INVERTED_RESIDUAL_SETTING
 from ..models.resnet import RESNET_STAGES
 from ..models.tsn import MOBILENET_V2_ARCH, RESNET_ARCHS, build_offline
+from .core import closest_width, mismatches
 
 TSM_ORIGINAL = "tsm-original"
 MMACTION2 = "mmaction2"

@@ -4,12 +4,32 @@ failed, 2 bad input (one line on stderr)."""
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import click
 
-from .common import setup_logging
+from .common import EXIT_BAD_INPUT, setup_logging
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """Click's own errors (an unknown option, a missing argument, a bad value) as one ``error: ...``
+    line and exit 2, like the library's, instead of a usage block."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as exc:
+            click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(EXIT_BAD_INPUT if isinstance(exc, click.UsageError) else exc.exit_code)
+        except click.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log what each stage does.")
 @click.version_option(package_name="tsm-deploy")
 def main(verbose: bool) -> None:

@@ -50,6 +50,7 @@ def command(
     """Compile a checkpoint into an artifact (module + manifest.json) for a target."""
     from ..support.atomic import check_writable
     from ..compiler.artifact import compile_artifact, describe
+    from ..target.library import TARGET_RECORDS
     from ..frontend.export import ort_tolerance as checked_with
 
     tolerance = parse_ort_tolerance(ort_tolerance)
@@ -59,7 +60,7 @@ def command(
     target, size = load_target_for(target_name, cuda_arch, frame_size)
     loaded = load_checkpoint_for(checkpoint, model_overrides(input_size, fold_div, segments))
     label_list = [line.strip() for line in labels.read_text().splitlines() if line.strip()] if labels else None
-    database: Any = None if no_tuning else (tuning_db if tuning_db is not None else "auto")
+    database: Any = None if no_tuning else (tuning_db if tuning_db is not None else TARGET_RECORDS)
     with checked_with(tolerance):
         result = compile_artifact(loaded, target, output, database=database, labels=label_list, progress=progress,
                                   frame_size=size)

@@ -15,17 +15,17 @@ from typing import Any, Callable
 import tvm
 
 from .. import __version__
-from ..support.atomic import atomic_output_dir, atomic_write_text
 from ..checkpoint import LoadedCheckpoint
 from ..errors import TsmDeployError
 from ..models import preprocessing
-from .records import TuningCoverage, apply_records
+from ..runtime.manifest import MANIFEST_NAME, ClipIO, Manifest, StreamIO, TensorSpec, sha256_file
+from ..support.atomic import atomic_output_dir, atomic_write_text
+from ..target.library import TARGET_RECORDS, RecordsSpec, libraries_for
+from ..target.targets import DeployTarget
 from .build import build_executable, export_module
 from .passes.merge_shifts import merge_shifts_into_consumers
 from .pipeline import ModelIO, prepare_module
-from ..runtime.manifest import MANIFEST_NAME, ClipIO, Manifest, StreamIO, TensorSpec, sha256_file
-from ..target.targets import DeployTarget
-from ..target.library import RecordLibrary, has_database, library_dir, target_libraries
+from .records import TuningCoverage, apply_records
 
 log = logging.getLogger(__name__)
 
@@ -79,48 +79,27 @@ def build_manifest(
     )
 
 
-RecordsSpec = Any  # "auto" | None | a database directory | a sequence of them
-
-
-def resolve_libraries(target: DeployTarget, records: RecordsSpec) -> list[RecordLibrary]:
-    """``"auto"``: the target's own library, then its fallbacks (``record_fallbacks``); a directory
-    or a sequence of them: those, in order; None: no records."""
-    if records is None:
-        return []
-    if records == "auto":
-        libraries = target_libraries(target)
-        if not libraries and target.tuning_logs is not None:
-            log.warning("no tuning records for %s at %s: compiling with derived and default schedules (slow)",
-                        target.name, library_dir(target.tuning_logs))
-        return libraries
-    paths = [records] if isinstance(records, (str, Path)) else list(records)
-    libraries = [RecordLibrary(Path(p).name, Path(p)) for p in paths]
-    for lib in libraries:
-        if not has_database(lib.path):
-            log.warning("no tuning database at %s", lib.path)
-    return libraries
-
-
 def compile_artifact(
     checkpoint: LoadedCheckpoint,
     target: DeployTarget,
     output: Path,
-    database: RecordsSpec = "auto",
+    database: RecordsSpec = TARGET_RECORDS,
     labels: list[str] | None = None,
     progress: Callable[[str], None] = lambda message: None,
     frame_size: tuple[int, int] | None = None,
 ) -> CompileResult:
     """Compile ``checkpoint`` for ``target`` into the artifact directory ``output`` (written atomically).
 
-    ``database``: ``"auto"`` for the target's record library and its fallbacks (``tuning_logs/<target>/``),
-    a MetaSchedule database directory or a sequence of them (applied in order), or ``None`` for none.
+    ``database``: :data:`~tsm_deploy.target.library.TARGET_RECORDS` for the target's record library and
+    its fallbacks (``tuning_logs/<target>/``), a MetaSchedule database directory or a sequence of them
+    (applied in order), or ``None`` for none.
     ``frame_size`` ``(height, width)``: compile the preprocessing in (uint8 frames of that size in).
     """
     target.require_tools()
     labels = labels if labels is not None else checkpoint.labels
     if labels is not None and len(labels) != checkpoint.config.n_class:
         raise TsmDeployError(f"{len(labels)} labels given for a model with {checkpoint.config.n_class} classes")
-    libraries = resolve_libraries(target, database)
+    libraries = libraries_for(target, database)
     prepared = prepare_module(checkpoint, target, frame_size=frame_size, progress=progress)
     tvm_target = target.tvm()
     progress("applying tuning records")

@@ -21,12 +21,15 @@ import tvm
 from tvm import relax
 
 from ..checkpoint import LoadedCheckpoint
-from ..frontend.export import ExportResult, export_onnx
-from ..models.wrapper import PackedState
 from ..errors import TsmDeployError
+from ..frontend.export import ExportResult, export_onnx
 from ..frontend.relax import ShiftReport, check_static_shift, import_onnx
+from ..models.wrapper import PackedState
+from .passes.fold_permutes import fold_permutes
+from .passes.pack_state import pack_state_by_parts
+from .passes.relu_from_clip import relu_from_clip
+from .passes.shift_state import shifts_write_state, state_in_place
 from .records import attach_layout_free
-from .passes.transforms import fold_permutes, pack_state_by_parts, relu_from_clip, shifts_write_state, state_in_place
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +130,7 @@ def _output_shapes(mod: tvm.IRModule, names: list[str]) -> dict[str, tuple[int, 
 def fuse(mod: tvm.IRModule, target: tvm.target.Target, prepack: bool = False) -> tvm.IRModule:
     """Legalize and fuse; with ``prepack``, also mark the weights of the fused functions layout-free.
 
-    On CPU targets the graph goes NHWC first (:mod:`.transforms`: ReLU6 made layout-transparent,
+    On CPU targets the graph goes NHWC first (:mod:`.passes`: ReLU6 made layout-transparent,
     permutes folded). Untuned, NHWC is slower (default schedules do not vectorize it): CPU targets
     are meant to be tuned.
     """

@@ -20,9 +20,9 @@ from typing import Any, Sequence
 import tvm
 from tvm import relax
 
+from ..target.library import RecordLibrary, database_prepack, has_database, open_database, read_metadata
 from .data_movement import schedule_data_movement
 from .kernels import is_scheduled, kernel_macs, tir_functions
-from ..target.library import RecordLibrary, database_prepack, has_database, open_database, read_metadata
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Iterable
 
 import numpy as np
 
-from ..support.atomic import atomic_output_file
 from ..errors import TsmDeployError
+from ..support.atomic import atomic_output_file
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Callable
 
 from .. import __version__
-from ..support.atomic import atomic_output_file
 from ..errors import TsmDeployError
 from ..runtime.errors import WriteFailed, describe_os_error
 from ..runtime.manifest import MANIFEST_NAME, Manifest, read_manifest
+from ..support.atomic import atomic_output_file
 from ..target.arch import arch_spec
 
 log = logging.getLogger(__name__)

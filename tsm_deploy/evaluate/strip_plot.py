@@ -13,10 +13,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..support.atomic import atomic_write_bytes
 from ..errors import TsmDeployError
 from ..runtime.timeline import Timeline, script_entry
 from ..runtime.video import VideoFrame, open_video
+from ..support.atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

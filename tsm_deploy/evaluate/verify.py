@@ -23,10 +23,10 @@ from typing import Callable
 
 import numpy as np
 
-from ..support.atomic import atomic_write_text
 from ..checkpoint import LoadedCheckpoint
 from ..errors import TsmDeployError
 from ..runtime.manifest import Manifest, read_manifest
+from ..support.atomic import atomic_write_text
 from .inputs import reference_preparation, seeded_inputs
 from .runners import Runner
 from .runners.local import ArtifactRunner, TorchRunner

@@ -20,8 +20,8 @@ import onnx
 import torch
 from torch import nn
 
-from ..support.atomic import atomic_write_bytes
 from ..errors import CheckFailed
+from ..support.atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ class PackedState(NetworkWrapper):
 
     Why, on CPU targets: the compiled convolutions run NHWC, and NCHW buffers put a transpose on each
     side of every shift; taking the buffers NHWC, the permutes written here cancel against the layout
-    conversion's (``transforms.fold_permutes``), so a shift is a channel slice + concatenation. And
+    conversion's (``compiler.passes.fold_permutes``), so a shift is a channel slice + concatenation. And
     one state tensor instead of ten in and ten out: the per-call work for the state (the runtime's and
     the VM's, per tensor) is what a shift cost beyond its copies (measured on the emulated Cortex-A72:
     +4.1 % of a frame's instructions for 20 state tensors, +0.7 % for the shift kernels). Logits unchanged.

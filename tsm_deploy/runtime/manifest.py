@@ -20,7 +20,6 @@ import json
 import math
 import platform
 from dataclasses import dataclass, field
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -147,26 +146,11 @@ def _io_from_dict(data: Any) -> StreamIO | ClipIO:
     raise ValueError(f"io.kind must be 'stream' or 'clip', got {kind!r}")
 
 
-class _Section(Mapping):
-    """A manifest section: typed properties, and a read-only view of the JSON object it was read from."""
-
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        self._data = dict(data)
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._data!r})"
+class _Section(dict):
+    """A manifest section: the JSON object it was read from (a dict, as written), with typed properties."""
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self._data)
+        return dict(self)
 
 
 class TargetSection(_Section):
@@ -175,23 +159,23 @@ class TargetSection(_Section):
 
     @property
     def name(self) -> str:
-        return self._data["name"]
+        return self["name"]
 
     @property
     def device(self) -> str:
-        return self._data["device"]
+        return self["device"]
 
     @property
     def arch(self) -> str:
-        return self._data["arch"]
+        return self["arch"]
 
     @property
     def tvm_target(self) -> dict[str, Any]:
-        return dict(self._data.get("tvm_target") or {})
+        return dict(self.get("tvm_target") or {})
 
     @property
     def host(self) -> dict[str, Any] | None:
-        return self._data.get("host")
+        return self.get("host")
 
 
 class ModelSection(_Section):
@@ -202,27 +186,27 @@ class ModelSection(_Section):
 
     @property
     def arch(self) -> str | None:
-        return self._data.get("arch")
+        return self.get("arch")
 
     @property
     def n_class(self) -> int | None:
-        return self._data.get("n_class")
+        return self.get("n_class")
 
     @property
     def input_size(self) -> int | None:
-        return self._data.get("input_size")
+        return self.get("input_size")
 
     @property
     def checkpoint_sha256(self) -> str | None:
-        return self._data.get("checkpoint_sha256")
+        return self.get("checkpoint_sha256")
 
     @property
     def source(self) -> str | None:
-        return self._data.get("source")
+        return self.get("source")
 
     def config(self) -> dict[str, Any]:
         """The model config alone (without where the checkpoint came from)."""
-        return {k: v for k, v in self._data.items() if k not in self.CHECKPOINT_KEYS}
+        return {k: v for k, v in self.items() if k not in self.CHECKPOINT_KEYS}
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..support.atomic import atomic_write_text
 from ..models import ModelConfig, model_spec
+from ..support.atomic import atomic_write_text
 from ..support.resources import tuning_logs_dir
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,36 @@ def target_libraries(target: Any, root: Path | None = None) -> list[RecordLibrar
     folders = [f for f in (target.tuning_logs, *target.record_fallbacks) if f]
     libraries = [RecordLibrary(f, library_dir(f, root)) for f in dict.fromkeys(folders)]
     return [lib for lib in libraries if has_database(lib.path)]
+
+
+class _TargetRecords:
+    """What a target compiles with unless told otherwise: its own library, then its ``record_fallbacks``."""
+
+    def __repr__(self) -> str:
+        return "TARGET_RECORDS"
+
+
+TARGET_RECORDS = _TargetRecords()
+RecordsSpec = Any  # TARGET_RECORDS | None (no records) | a database directory | a sequence of them
+
+
+def libraries_for(target: Any, records: RecordsSpec) -> list[RecordLibrary]:
+    """The one answer to "where are this target's records": :data:`TARGET_RECORDS` -> the target's own
+    library, then its fallbacks; a directory or a sequence of them -> those, in order; None -> none."""
+    if records is None:
+        return []
+    if records is TARGET_RECORDS:
+        libraries = target_libraries(target)
+        if not libraries and target.tuning_logs is not None:
+            log.warning("no tuning records for %s at %s: compiling with derived and default schedules (slow)",
+                        target.name, library_dir(target.tuning_logs))
+        return libraries
+    paths = [records] if isinstance(records, (str, Path)) else list(records)
+    libraries = [RecordLibrary(Path(p).name, Path(p)) for p in paths]
+    for lib in libraries:
+        if not has_database(lib.path):
+            log.warning("no tuning database at %s", lib.path)
+    return libraries
 
 
 def workload_key(mod: Any) -> str:

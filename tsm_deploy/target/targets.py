@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..support import resources
 from ..errors import TsmDeployError, one_line
+from ..support import resources
 from .arch import ARCHES, CROSS_COMPILER_PACKAGES
 
 log = logging.getLogger(__name__)

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..support.atomic import atomic_write_bytes
 from ..data import synthetic
 from ..errors import TsmDeployError
 from ..models import IMAGENET_MEAN, IMAGENET_STD, ONLINE_MOBILENET_V2, ModelConfig, build_model
+from ..support.atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..support.atomic import atomic_write_bytes, atomic_write_text
 from ..data import synthetic
+from ..support.atomic import atomic_write_bytes, atomic_write_text
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:

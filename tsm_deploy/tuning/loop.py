@@ -29,15 +29,15 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from ..checkpoint import LoadedCheckpoint
-from ..errors import TsmDeployError
 from ..compiler.kernels import is_scheduled
 from ..compiler.pipeline import prepare_module
+from ..errors import TsmDeployError
+from ..evaluate.place import EMULATED, HOST, RPC, Place
 from ..support.host import cpu_name
+from ..target.arch import require_emulatable
+from ..target.library import WorkingCopy, library_dir, workload_key, library_lock, measurement_kind, model_key, read_metadata
 from ..target.targets import DeployTarget
 from .builder import DEFAULT_BUILD_TIMEOUT_S, PersistentBuilder
-from ..target.library import WorkingCopy, library_dir, workload_key, library_lock, measurement_kind, model_key, read_metadata
-from ..evaluate.place import EMULATED, HOST, RPC, Place
-from ..target.arch import require_emulatable
 from .rpc import check_tracker, rpc_config
 
 log = logging.getLogger("tsm_deploy.tune")

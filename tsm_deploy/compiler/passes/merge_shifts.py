@@ -31,7 +31,7 @@ import tvm
 from tvm import relax
 from tvm.s_tir import SBlock, SBlockRealize
 
-from .transforms import SHIFT_ATTR, SHIFT_VALUES_BLOCK, shift_values, state_update_block
+from .shift_kernel import SHIFT_ATTR, SHIFT_VALUES_BLOCK, shift_values, state_update_block
 
 log = logging.getLogger(__name__)
 

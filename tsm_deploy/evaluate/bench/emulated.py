@@ -18,10 +18,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ...support.atomic import atomic_write_text
 from ...checkpoint import LoadedCheckpoint
 from ...errors import CheckFailed, TsmDeployError
 from ...runtime.manifest import read_manifest
+from ...support.atomic import atomic_write_text
 from ...target.arch import emulated_cpu, require_emulatable
 from ..inputs import seeded_inputs
 

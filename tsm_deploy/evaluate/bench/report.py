@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ...support.atomic import atomic_write_bytes, atomic_write_text
 from ...errors import TsmDeployError
+from ...support.atomic import atomic_write_bytes, atomic_write_text
 
 RUNNERS = ("tvm", "onnxruntime", "pytorch")
 

@@ -19,10 +19,10 @@ import numpy as np
 
 from ...deploy.bundle import stage_bundle
 from ...errors import CheckFailed, TsmDeployError
-from . import StepOutput
 from ...runtime.manifest import read_manifest
 from ...support.tools import require_tool
 from ...target.arch import GUEST_PYTHON, QEMU_USER_STATIC_PACKAGE, emulated_cpu, require_emulatable
+from . import StepOutput
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from ...errors import TsmDeployError, one_line
-from . import StepOutput
 from ...runtime.manifest import Manifest, StreamIO, read_manifest
 from ...runtime.stream import buffers_nchw
+from . import StepOutput
 
 log = logging.getLogger(__name__)
 

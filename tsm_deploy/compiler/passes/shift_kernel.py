@@ -1,0 +1,84 @@
+"""The shift kernel, in one place: the hand-written TIR of an online shift that reads its part of the
+state and writes this frame's channels back (:mod:`.shift_state` calls it), made of two blocks, the
+shifted values (:func:`shift_values`) and the state update (:func:`state_update_block`), so that
+:mod:`.merge_shifts` can take them into the convolution that reads the shifted activation."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import tvm
+from tvm.ir.prim.expr import IntImm
+
+
+SHIFT_ATTR = "tsm_deploy.shift"  # on each shift kernel: {"channels": c, "offset": part's offset}
+SHIFT_VALUES_BLOCK = "shift_values"
+
+
+def shift_kernel(shape: Sequence[int], channels: int, offset: int, total: int, dtype: str) -> Any:
+    """One online shift, NHWC: ``shifted = [state part, x[..., c:]]``, then the state part ``= x[..., :c]``
+    (in place: the state parameter is written): :func:`shift_values`, then :func:`state_update_block`."""
+    from tvm.s_tir import SBlock, SBlockRealize
+
+    dims = [IntImm("int64", int(d)) for d in shape]
+    state = tvm.tirx.decl_buffer([IntImm("int64", 1), IntImm("int64", total)], dtype, "state")
+    x = tvm.tirx.decl_buffer(dims, dtype, "x")
+    shifted = tvm.tirx.decl_buffer(dims, dtype, "shifted")
+    body = tvm.tirx.SeqStmt([shift_values(state, x, shifted, channels, offset),
+                             state_update_block(state, x, channels, offset)])
+    attrs = {"s_tir": True, "tirx.noalias": True, "tirx.is_scheduled": True,
+             SHIFT_ATTR: {"channels": channels, "offset": offset}}
+    return tvm.tirx.PrimFunc([state, x, shifted], SBlockRealize([], True, SBlock([], [], [], "root", body)),
+                             attrs=tvm.ir.make_node("ir.DictAttrs", **attrs))
+
+
+def _i64(value: int) -> Any:
+    return IntImm("int64", value)
+
+
+def _state_index(offset: int, width: int, channels: int, h: Any, w: Any, k: Any) -> Any:
+    """Where channel ``k`` of pixel ``(h, w)`` lives in the flat state: the part's offset, then NHWC."""
+    return _i64(offset) + (h * _i64(width) + w) * _i64(channels) + k
+
+
+def shift_values(state: Any, x: Any, shifted: Any, channels: int, offset: int) -> Any:
+    """``shifted[0, h, w, k]`` = the state's element for ``k < c``, else ``x[0, h, w, k]`` (buffers
+    ``(1, H, W, C)`` and ``(1, total)``): one complete block that only defines values, so that
+    :mod:`.merge_shifts` can inline it into the tuned kernel that reads ``shifted`` (TVM's
+    ``compute_inline``). The condition is marked ``likely`` so that loop partitioning (see
+    :data:`tsm_deploy.compiler.build.BUILD_CONFIG`) splits the channel loop at ``c`` instead of testing
+    every element."""
+    from tvm.ir import Range
+    from tvm.s_tir import SBlock, SBlockRealize
+    from tvm.tirx import BufferLoad, BufferRegion, BufferStore, For, ForKind, IterVar, Var, if_then_else, likely
+
+    dims = [int(d) for d in shifted.shape]
+    loop_vars = [Var(name, "int64") for name in "nhwc"]
+    block_vars = [IterVar(Range.from_min_extent(_i64(0), _i64(d)), Var("v" + name, "int64"), IterVar.DataPar)
+                  for name, d in zip("nhwc", dims)]
+    vn, vh, vw, vc = (iv.var for iv in block_vars)
+    value = if_then_else(likely(vc < _i64(channels)),
+                         BufferLoad(state, [_i64(0), _state_index(offset, dims[2], channels, vh, vw, vc)]),
+                         BufferLoad(x, [vn, vh, vw, vc]))
+    point = [Range.from_min_extent(v, _i64(1)) for v in (vn, vh, vw, vc)]
+    whole_state = [Range.from_min_extent(_i64(0), d) for d in state.shape]
+    block = SBlock(block_vars, [BufferRegion(state, whole_state), BufferRegion(x, point)],
+                   [BufferRegion(shifted, point)], SHIFT_VALUES_BLOCK, BufferStore(shifted, value, [vn, vh, vw, vc]))
+    stmt: Any = SBlockRealize(loop_vars, True, block)
+    for var, extent in reversed(list(zip(loop_vars, dims))):
+        stmt = For(var, _i64(0), _i64(extent), ForKind.SERIAL, stmt)
+    return stmt
+
+
+def state_update_block(state: Any, x: Any, channels: int, offset: int) -> Any:
+    """The state part ``= x[0, :, :, :c]``, pixel by pixel, as an opaque block: placed after every read
+    of the state (the shifted values need the previous frame's)."""
+    from tvm.s_tir import SBlock, SBlockRealize
+    from tvm.tirx import BufferLoad, BufferStore, For, ForKind, Var
+
+    _, h, w, _ = (int(d) for d in x.shape)
+    vh, vw, k = Var("h", "int64"), Var("w", "int64"), Var("c", "int64")
+    store = BufferStore(state, BufferLoad(x, [_i64(0), vh, vw, k]), [_i64(0), _state_index(offset, w, channels, vh, vw, k)])
+    loops = For(vh, _i64(0), _i64(h), ForKind.SERIAL, For(vw, _i64(0), _i64(w), ForKind.SERIAL,
+                For(k, _i64(0), _i64(channels), ForKind.SERIAL, store)))
+    return SBlockRealize([], True, SBlock([], [], [], "state_update", loops))
