@@ -10,7 +10,7 @@ PACKAGES=(
   gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf # 32-bit Raspberry Pi OS (rasp4-armv7)
   qemu-user-static                                # qemu-aarch64-static: run arm64 programs
   qemu-user                                       # dynamic qemu-aarch64: loads the instruction-meter plugin
-  gcc                                             # builds that plugin (tsm_deploy/device/meter_plugin.c)
+  gcc                                             # builds that plugin (tsm_deploy/emulation/meter_plugin.c)
   mmdebstrap                                      # Debian arm64 root filesystem (python3, numpy)
 )
 

@@ -64,6 +64,35 @@ def tracked_rpc_server(key: str, ports: int = 9590) -> Iterator[int]:
         tracker.terminate()
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With parallel workers: build the device-side caches (Debian arm64 root, cross-built TVM runtime
+    and device packages, meter plugin and guest helper) once, here in the controller, before the
+    workers start; else two workers would each build the same entry at once and keep one."""
+    config = session.config
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return
+    if any(shutil.which(tool) is None for tool in (*EMULATION_TOOLS, *METER_TOOLS, "cmake")):
+        return  # the tests that need them skip, or fail under CI, naming what is missing
+    import tempfile
+
+    from tsm_deploy.deploy.pyenv import assemble_device_packages
+    from tsm_deploy.emulation.meter import build_guest_helper, build_meter_plugin
+    from tsm_deploy.emulation.rootfs import build_arm64_rootfs
+
+    start = time.monotonic()
+    try:
+        build_arm64_rootfs()
+        with tempfile.TemporaryDirectory(prefix="tsm-warm-") as tmp:
+            assemble_device_packages(Path(tmp))
+        build_meter_plugin()
+        build_guest_helper()
+    except Exception as exc:  # noqa: BLE001 - the tests that need these report it themselves
+        logging.getLogger("tsm_deploy.tests").warning("device caches not built up front: %s", exc)
+    took = time.monotonic() - start
+    if took > 5:
+        print(f"\ndevice caches built in {took:.0f} s before the workers started")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requires_tool(*names): the host tools the test runs (see require_tools)")
 

@@ -99,8 +99,9 @@ def test_wheel_carries_the_data(wheel: Path) -> None:
     assert committed, "no committed tuning records to package"
     for relative in committed:
         assert f"tsm_deploy/_data/{relative.as_posix()}" in names, relative
-    support = [p.relative_to(REPO) for p in (REPO / "tsm_deploy/device/runtime_support").rglob("*") if p.is_file()]
-    device_c = [p.relative_to(REPO) for p in (REPO / "tsm_deploy/device").glob("*.c")]
+    support = [p.relative_to(REPO) for p in (REPO / "tsm_deploy/deploy/runtime_support").rglob("*") if p.is_file()]
+    device_c = [p.relative_to(REPO) for p in (REPO / "tsm_deploy/emulation").glob("*.c")]
+    assert support and device_c, "the package data this test looks for has moved"
     default_model = [
         p.relative_to(REPO)
         for pattern in ("*.pth", "*.txt", "*.json", "*.png")
