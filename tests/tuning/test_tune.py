@@ -292,10 +292,14 @@ def test_a_record_filed_under_a_renamed_workload_is_dropped_not_fatal(tmp_path):
     with pytest.raises(Exception):
         ms.database.JSONDatabase(*files, allow_missing=False, module_equality="structural")
     assert unreplayable_records(tmp_path) == [1]
+    # the answer is kept by content: asked again, the same; the files changed, asked afresh
+    checks = list((Path(os.environ.get("TSM_DEPLOY_CACHE", Path.home() / ".cache/tsm-deploy")) / "replay-checks").glob("*.json"))
+    assert checks and unreplayable_records(tmp_path) == [1]
     usable = loadable_database(tmp_path, tmp_path / "usable")
     assert usable == tmp_path / "usable"
     db = ms.database.JSONDatabase(*(str(usable / n) for n in DATABASE_FILES), allow_missing=False, module_equality="structural")
     assert len(db) == 1
+    assert unreplayable_records(usable) == []
 
 
 def test_small_copies_are_tuned_without_thread_parallelism():

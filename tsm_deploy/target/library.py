@@ -149,14 +149,46 @@ def compact_database(path: Path, keep: int = DEFAULT_KEEP) -> tuple[int, int]:
     return len(lines), len(kept)
 
 
+def _content_key(path: Path) -> str:
+    """sha256 of the database files and the TVM version: what a replay check's answer depends on."""
+    import tvm
+
+    digest = hashlib.sha256(tvm.__version__.encode())
+    for name in DATABASE_FILES:
+        with open(Path(path) / name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:32]
+
+
 def unreplayable_records(path: Path) -> list[int]:
     """Line numbers of the records whose schedule trace does not replay on the workload they are filed
     under. MetaSchedule files a record under the structurally equal workload already in the database,
     but its trace names blocks by the names of the module it was tuned on; one such record makes the
-    whole database fail to load. (Tuning here tunes the stored module, so it writes none.)"""
-    from tvm.s_tir import meta_schedule as ms
+    whole database fail to load. (Tuning here tunes the stored module, so it writes none.)
+
+    Replaying every record of a committed library takes tens of seconds, so the answer is kept in the
+    user's cache (``replay-checks/``), keyed by the files' content: a compile checks a library once."""
+    from ..support.tools import resolve_cache_dir
 
     path = Path(path)
+    cached = resolve_cache_dir(None) / "replay-checks" / f"{_content_key(path)}.json"
+    try:
+        return [int(n) for n in json.loads(cached.read_text())]
+    except (OSError, ValueError, TypeError):
+        pass
+    bad = _replay_all(path)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cached, json.dumps(bad))
+    except Exception:  # noqa: BLE001 - an unwritable cache only costs the next compile the check again
+        log.debug("could not keep the replay check of %s in %s", path, cached)
+    return bad
+
+
+def _replay_all(path: Path) -> list[int]:
+    from tvm.s_tir import meta_schedule as ms
+
     workloads: list[Any] = []
     for line in (path / DATABASE_FILES[0]).read_text().splitlines():
         workloads.append(ms.database.Workload.from_json(json.loads(line)) if line.strip() else None)
@@ -248,19 +280,34 @@ class WorkingCopy:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
+_OPENED: dict[tuple, Any] = {}  # (path, the files' size and mtime) -> database, the last few opened
+_OPENED_KEEP = 3
+
+
 def open_database(path: Path, scratch: Path | None = None) -> Any:
     """A MetaSchedule JSON database of ``path`` (structural workload equality), read once: records
-    that do not replay are left out (see :func:`loadable_database`; ``scratch`` holds the copy)."""
+    that do not replay are left out (see :func:`loadable_database`; ``scratch`` holds the copy).
+
+    Reading a committed library takes tens of seconds, and compile, bench's baseline and the tests
+    read the same ones again and again: the last few opened stay in this process while their files
+    are unchanged (compile only queries them)."""
     from tvm.s_tir import meta_schedule as ms
 
     path = Path(path)
-    if scratch is not None:
-        path = loadable_database(path, scratch)
-    return ms.database.JSONDatabase(
-        path_workload=str(path / DATABASE_FILES[0]),
-        path_tuning_record=str(path / DATABASE_FILES[1]),
+    stats = tuple((s.st_size, s.st_mtime_ns) for s in ((path / name).stat() for name in DATABASE_FILES))
+    key = (str(path.resolve()), stats, scratch is not None)
+    if key in _OPENED:
+        return _OPENED[key]
+    source = loadable_database(path, scratch) if scratch is not None else path
+    database = ms.database.JSONDatabase(
+        path_workload=str(source / DATABASE_FILES[0]),
+        path_tuning_record=str(source / DATABASE_FILES[1]),
         module_equality="structural",
     )
+    _OPENED[key] = database
+    while len(_OPENED) > _OPENED_KEEP:
+        _OPENED.pop(next(iter(_OPENED)))
+    return database
 
 
 @contextlib.contextmanager
