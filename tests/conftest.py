@@ -22,10 +22,14 @@ EMULATION_TOOLS = ("qemu-aarch64-static", "mmdebstrap", *CROSS_TOOLS)
 METER_TOOLS = ("qemu-aarch64", "gcc", *CROSS_TOOLS)
 
 
+def missing_tools(*tools: str) -> list[str]:
+    return [tool for tool in tools if shutil.which(tool) is None]
+
+
 def require_tools(*tools: str) -> None:
     """Skip the test when a host tool is missing, except under CI (``CI`` set, as `.ci/run` does), where
     `make test` has installed them all and a missing one is a failure, not a quiet skip."""
-    missing = [tool for tool in tools if shutil.which(tool) is None]
+    missing = missing_tools(*tools)
     if not missing:
         return
     message = f"needs {', '.join(missing)} (scripts/install_system_deps.sh)"
@@ -71,7 +75,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
         return
-    if any(shutil.which(tool) is None for tool in (*EMULATION_TOOLS, *METER_TOOLS, "cmake")):
+    if missing_tools(*EMULATION_TOOLS, *METER_TOOLS, "cmake"):
         return  # the tests that need them skip, or fail under CI, naming what is missing
     import tempfile
 

@@ -59,8 +59,8 @@ def test_the_readme_is_a_short_guide():
 
 
 def test_no_file_numbers_work_periods():
-    """The project speaks of itself, not of the sessions that wrote it: no "session 12", "work period
-    3", "attempt 2" or "round 4 of the work" in its files (figures are dated and name a commit)."""
+    """The project speaks of itself: no "session 12", "work period 3" or "attempt 2" numbering its
+    work in its files (figures are dated and name a commit)."""
     import re
 
     pattern = re.compile(r"\b(session|work period|period|attempt|sprint|iteration)\s+#?\d+\b", re.IGNORECASE)

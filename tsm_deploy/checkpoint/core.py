@@ -52,10 +52,6 @@ class Mismatch:
     shapes: list[tuple[str, tuple[int, ...], tuple[int, ...]]]  # (key, checkpoint's shape, model's shape)
     dtypes: list[tuple[str, Any]]  # (key, its non-floating-point dtype)
 
-    @property
-    def count(self) -> int:
-        return len(self.missing) + len(self.unexpected) + len(self.shapes) + len(self.dtypes)
-
 
 def mismatches(state: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]]) -> Mismatch:
     """The one comparison of weights against a model's expected shapes that every report is made from."""
@@ -72,8 +68,8 @@ def mismatches(state: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]]
 
 def closest_width(state: Mapping[str, Any], shapes_at: Callable[[float], Mapping[str, tuple[int, ...]]]) -> float:
     """The width multiplier (of :data:`WIDTH_CANDIDATES`) whose model the weights fit: the first at which
-    no tensor has another shape (BatchNorm's counters aside), else the one with the fewest keys wrong,
-    whose mismatch report then says what is wrong."""
+    every key is there with its shape, else the one with the fewest tensors of another shape (BatchNorm's
+    counters aside), then the fewest keys missing or unexpected; its mismatch report says what is wrong."""
     scored = []
     for index, width in enumerate(WIDTH_CANDIDATES):
         found = mismatches(state, shapes_at(width))
@@ -87,7 +83,10 @@ def closest_width(state: Mapping[str, Any], shapes_at: Callable[[float], Mapping
 def mismatch_summary(state: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]], shown: int = 3) -> str | None:
     """One line naming what does not match (missing, unexpected, shapes, non-float weights), ``None``
     when all fits."""
-    found = mismatches(state, expected)
+    return _summary(mismatches(state, expected), shown)
+
+
+def _summary(found: Mismatch, shown: int = 3) -> str | None:
     shapes = [f"{k} has shape {got}, expected {want}" for k, got, want in found.shapes]
     dtypes = [f"{k} is {dtype}" for k, dtype in found.dtypes]
     parts = []
@@ -113,7 +112,7 @@ def misfit(state: Mapping[str, Any], config: ModelConfig) -> tuple[int, str | No
     expected = expected_shapes(config)
     found = mismatches(state, expected)
     bad = len(found.missing) + len(found.unexpected) + len(found.shapes)
-    summary = mismatch_summary(state, expected)
+    summary = _summary(found)
     return (bad or int(summary is not None)), summary
 
 

@@ -17,14 +17,16 @@ class _OneLineErrors(click.Group):
     line and exit 2, like the library's, instead of a usage block."""
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
-        if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
         try:
             return super().main(*args, standalone_mode=False, **kwargs)
         except click.ClickException as exc:
+            if not standalone_mode:
+                raise
             click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
             sys.exit(EXIT_BAD_INPUT if isinstance(exc, click.UsageError) else exc.exit_code)
         except click.Abort:
+            if not standalone_mode:
+                raise
             click.echo("interrupted", err=True)
             sys.exit(130)
 

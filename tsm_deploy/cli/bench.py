@@ -23,9 +23,6 @@ from .common import (
     resolve_place_for,
 )
 
-DEFAULT_FRAMES = {"host": 200, "rpc": 200, "emulated": 3}  # emulated: each frame is an exact count
-
-
 @click.command(name="bench")
 @click.argument("artifact", type=click.Path(path_type=Path))
 @checkpoint_options
@@ -53,7 +50,8 @@ def command(
 ) -> None:
     """Per-frame (per-clip) latency of the artifact, ONNX Runtime and PyTorch side by side, and the
     shift's overhead; with --emulate, instructions per frame on the emulated CPU (TVM and ONNX Runtime)."""
-    from ..evaluate.bench import benchmark, benchmark_remote, write_report
+    from ..evaluate.bench import DEFAULT_FRAMES, DEFAULT_WARMUP, benchmark, benchmark_remote, write_report
+    from ..evaluate.bench.emulated import DEFAULT_EMULATED_FRAMES
     from ..evaluate.place import EMULATED, HOST, RPC
     from ..runtime.manifest import read_manifest
 
@@ -66,8 +64,9 @@ def command(
     if where.kind != HOST and any(unused.values()):
         shown = ", ".join(name for name, given in unused.items() if given)
         raise TsmDeployError(f"{shown}: not available when the artifact runs on {where.describe()}")
-    frames = frames if frames is not None else DEFAULT_FRAMES[where.kind]
-    warmup = warmup if warmup is not None else 20
+    if frames is None:
+        frames = DEFAULT_EMULATED_FRAMES if where.kind == EMULATED else DEFAULT_FRAMES
+    warmup = warmup if warmup is not None else DEFAULT_WARMUP
     if where.kind == EMULATED:
         from ..evaluate.bench.emulated import benchmark_emulated, write_emulated_report
 

@@ -18,7 +18,7 @@ from ..target.targets import DeployTarget
 
 # Loop partitioning of constant loops: a merged kernel's channel loop is split at the shifted channels
 # (the condition marked ``likely``), so each part reads the state or the activation without a test per
-# element. Compile and the tuner's builder both build under it, so records are measured as compiled.
+# element.
 BUILD_CONFIG = {"s_tir.LoopPartition": {"partition_const_loop": True}}
 
 

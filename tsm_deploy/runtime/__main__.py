@@ -65,7 +65,8 @@ def run_inputs(model: StreamingModel | ClipModel, inputs: str, outputs: str) -> 
 
 
 def _frames(args: argparse.Namespace):
-    yield from camera_frames(args.frames)
+    for i in range(args.frames):  # one at a time: a long stream on the device holds one frame, not all
+        yield camera_frames(1, seed=i)[0]
 
 
 def stream(model: StreamingModel, args: argparse.Namespace) -> None:

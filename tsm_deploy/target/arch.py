@@ -69,7 +69,7 @@ ARCHES: dict[str, ArchSpec] = {
 }
 
 # Debian package that provides each cross compiler, for the error message when one is missing.
-CROSS_COMPILER_PACKAGES = {spec.cross_gxx: spec.cross_gxx_package for spec in ARCHES.values() if spec.qemu}
+CROSS_COMPILER_PACKAGES = {spec.cross_gxx: spec.cross_gxx_package for spec in ARCHES.values()}
 
 
 def arch_spec(arch: str) -> ArchSpec:

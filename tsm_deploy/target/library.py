@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from ..errors import TsmDeployError
 from ..models import ModelConfig, model_spec
+from ..runtime.manifest import sha256_file
 from ..support.atomic import atomic_write_text
 from ..support.resources import tuning_logs_dir
 
@@ -150,15 +152,11 @@ def compact_database(path: Path, keep: int = DEFAULT_KEEP) -> tuple[int, int]:
 
 
 def _content_key(path: Path) -> str:
-    """sha256 of the database files and the TVM version: what a replay check's answer depends on."""
+    """The TVM version and the database files' sha256: what a replay check's answer depends on."""
     import tvm
 
-    digest = hashlib.sha256(tvm.__version__.encode())
-    for name in DATABASE_FILES:
-        with open(Path(path) / name, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()[:32]
+    parts = [tvm.__version__, *(sha256_file(Path(path) / name) for name in DATABASE_FILES)]
+    return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:32]
 
 
 def unreplayable_records(path: Path) -> list[int]:
@@ -181,7 +179,7 @@ def unreplayable_records(path: Path) -> list[int]:
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(cached, json.dumps(bad))
-    except Exception:  # noqa: BLE001 - an unwritable cache only costs the next compile the check again
+    except (OSError, TsmDeployError):  # an unwritable cache only costs the next compile the check again
         log.debug("could not keep the replay check of %s in %s", path, cached)
     return bad
 
@@ -410,8 +408,6 @@ def merge_databases(sources: Sequence[Path], library: Path, keep: int = DEFAULT_
 
 
 def _check_compatible(metadata: dict[str, Any], meta: dict[str, Any], source: Path, library: Path) -> None:
-    from ..errors import TsmDeployError
-
     for key in ("prepack",):
         if key in metadata and key in meta and bool(metadata[key]) != bool(meta[key]):
             raise TsmDeployError(f"{source} was tuned with {key}={meta[key]}, the library {library} with {metadata[key]}")

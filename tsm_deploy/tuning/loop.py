@@ -268,11 +268,11 @@ class TuningSession:
     """One tuning run over a locked library: the working copy of its database, ``tuning.json``'s
     metadata, the model's tasks, and the builder, runner and cost model every task shares."""
 
-    def __init__(self, working: WorkingCopy, metadata: dict[str, Any], extracted: list[Any], builder: PersistentBuilder,
+    def __init__(self, working: WorkingCopy, extracted: list[Any], builder: PersistentBuilder,
                  warming: list[Any], runner: Any, close_runner: Callable[[], None], measured_on: str, model: str,
                  prepack: bool, trials_per_task: int, settings: SearchSettings,
                  progress: Callable[[str, int, int, float | None], None] | None) -> None:
-        self.working, self.metadata, self.extracted = working, metadata, extracted
+        self.working, self.extracted = working, extracted
         self.builder, self._warming, self.runner, self._close_runner = builder, warming, runner, close_runner
         self.measured_on, self.model, self.prepack = measured_on, model, prepack
         self.trials_per_task, self.settings, self.progress = trials_per_task, settings, progress
@@ -284,6 +284,11 @@ class TuningSession:
                 logging.getLogger(name).setLevel(logging.WARNING)
         self.states: list[TaskState] = []
         self.trials = 0  # measured in this run
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """``tuning.json`` as this run will write it (the working copy commits it)."""
+        return self.working.metadata
 
     @classmethod
     def open(cls, checkpoint: LoadedCheckpoint, target: DeployTarget, trials_per_task: int, path: Path, place: Place,
@@ -310,13 +315,12 @@ class TuningSession:
             ]
             runner, close_runner, measured_on = _runner(target, place)
             key = model_key(checkpoint.config)
-            metadata = _run_metadata(old, target, checkpoint, key, prepack, kind, measured_on)
-            working = WorkingCopy(path, metadata)
+            working = WorkingCopy(path, _run_metadata(old, target, checkpoint, key, prepack, kind, measured_on))
         except BaseException:
             builder.shutdown()
             close_runner()
             raise
-        return cls(working, metadata, extracted, builder, warming, runner, close_runner, measured_on,
+        return cls(working, extracted, builder, warming, runner, close_runner, measured_on,
                    key, prepack, trials_per_task, settings, progress)
 
     def plan(self, max_tasks: int | None, missing_only: bool) -> tuple[list[TaskState], list[int]]:

@@ -27,6 +27,8 @@ from ..inputs import seeded_inputs
 
 log = logging.getLogger(__name__)
 
+DEFAULT_EMULATED_FRAMES = 3  # each frame is an exact count: the first is not steady, two more agree
+
 DEFAULT_PEERS = ("onnxruntime",)
 
 
@@ -189,7 +191,7 @@ def _baseline_artifacts(artifact_dir: Path, checkpoint: LoadedCheckpoint, noshif
 def benchmark_emulated(
     artifact_dir: Path,
     checkpoint: LoadedCheckpoint,
-    frames: int = 3,
+    frames: int = DEFAULT_EMULATED_FRAMES,
     peers: tuple[str, ...] = DEFAULT_PEERS,
     per_function: bool = True,
     baselines: bool = True,

@@ -31,8 +31,8 @@ FRAME_TIMEOUT_S, STARTUP_TIMEOUT_S = 60.0, 120.0
 
 
 class EmulatedRunner:
-    """The artifact on an emulated ARM CPU (the target's core: Cortex-A72 for rasp4; a :class:`~tsm_deploy.evaluate.runners.Runner`): the same
-    inputs and report as on the host."""
+    """The artifact on an emulated ARM CPU, the target's own core unless told (a
+    :class:`~tsm_deploy.evaluate.runners.Runner`): the same inputs and report as on the host."""
 
     def __init__(self, artifact_dir: Path, qemu_cpu: str | None = None, progress: Callable[[str], None] = lambda m: None) -> None:
         from ...emulation.rootfs import build_arm64_rootfs
