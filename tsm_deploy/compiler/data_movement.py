@@ -1,8 +1,8 @@
 """A schedule without search for the kernels that only move data (no reduction).
 
-The offline shift lowers to one such kernel per shifted block: transpose -> reshape -> strided
-slices -> concatenations -> reshape -> transpose, each step materialised in its own buffer and run
-on one thread by TVM's default schedule. Here every step is inlined into the kernel's output, the
+Such kernels are chains of transposes, reshapes, strided slices and concatenations, each step
+materialised in its own buffer and run on one thread by TVM's default schedule (the offline shift's
+chain no longer reaches here on CPU targets: ``passes/clip_shift.py`` makes it one copy kernel). Here every step is inlined into the kernel's output, the
 outer loops run in parallel and the innermost loop (channels, in NHWC) is vectorised. Kernels with
 a record or a derived schedule never reach this.
 """

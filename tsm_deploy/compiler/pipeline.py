@@ -25,6 +25,7 @@ from ..errors import TsmDeployError
 from ..frontend.export import ExportResult, export_onnx
 from ..frontend.relax import ShiftReport, check_static_shift, import_onnx
 from ..models.wrapper import PackedState
+from .passes.clip_shift import clip_shifts_as_kernels
 from .passes.fold_permutes import fold_permutes
 from .passes.pack_state import pack_state_by_parts
 from .passes.relu_from_clip import relu_from_clip
@@ -140,6 +141,7 @@ def fuse(mod: tvm.IRModule, target: tvm.target.Target, prepack: bool = False) ->
             mod = relu_from_clip(mod)
             mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
             mod = fold_permutes(mod)
+            mod = clip_shifts_as_kernels(mod)  # offline shifts: one hand-written kernel each
             mod = shifts_write_state(mod)
             mod = pack_state_by_parts(mod)  # where the shifts did not take the state over
         mod = tvm.transform.Sequential(

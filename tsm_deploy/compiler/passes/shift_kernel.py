@@ -82,3 +82,58 @@ def state_update_block(state: Any, x: Any, channels: int, offset: int) -> Any:
     loops = For(vh, _i64(0), _i64(h), ForKind.SERIAL, For(vw, _i64(0), _i64(w), ForKind.SERIAL,
                 For(k, _i64(0), _i64(channels), ForKind.SERIAL, store)))
     return SBlockRealize([], True, SBlock([], [], [], "state_update", loops))
+
+
+CLIP_SHIFT_ATTR = "tsm_deploy.clip_shift"  # on each clip shift kernel: {"segments": T, "ranges": [[c0, c1, d]]}
+CLIP_VECTOR_LANES = 8  # fp32 lanes of an AVX2 register; on NEON LLVM splits the vector in two
+
+
+def clip_shift_kernel(shape: Sequence[int], ranges: Sequence[tuple[int, int, int]], segments: int, dtype: str) -> Any:
+    """One offline shift of a clip batch, NHWC ``(N*T, H, W, C)``: ``out[n*T + t, h, w, c] =
+    x[n*T + t + d, h, w, c]`` for the channels ``c0 <= c < c1`` of each ``(c0, c1, d)`` in ``ranges``,
+    zero where ``t + d`` leaves the clip. Written scheduled: the pixels run in parallel, each range
+    is a copy (or a zero fill) of contiguous channels vectorised by :data:`CLIP_VECTOR_LANES`, the
+    clip-end test is made once per pixel and range instead of once per element."""
+    from tvm.s_tir import SBlock, SBlockRealize
+    from tvm.tirx import BufferLoad, BufferStore, For, ForKind, IfThenElse, Var, const
+
+    nt, height, width, _ = (int(d) for d in shape)
+    x = tvm.tirx.decl_buffer([_i64(d) for d in shape], dtype, "x")
+    out = tvm.tirx.decl_buffer([_i64(d) for d in shape], dtype, "out")
+    pixel = Var("pixel", "int64")
+    frame = tvm.tirx.floordiv(pixel, _i64(height * width))
+    h = tvm.tirx.floormod(tvm.tirx.floordiv(pixel, _i64(width)), _i64(height))
+    w = tvm.tirx.floormod(pixel, _i64(width))
+    t = tvm.tirx.floormod(frame, _i64(segments))
+
+    def channels(c0: int, c1: int, value: Any) -> Any:
+        """``out[frame, h, w, c] = value(c)`` for ``c0 <= c < c1``, vectorised where the lanes fit."""
+        loops = []
+        full = (c1 - c0) // CLIP_VECTOR_LANES * CLIP_VECTOR_LANES
+        if full:
+            outer, lane = Var("c_outer", "int64"), Var("c_lane", "int64")
+            c = _i64(c0) + outer * _i64(CLIP_VECTOR_LANES) + lane
+            body = BufferStore(out, value(c), [frame, h, w, c])
+            loops.append(For(outer, _i64(0), _i64(full // CLIP_VECTOR_LANES), ForKind.SERIAL,
+                             For(lane, _i64(0), _i64(CLIP_VECTOR_LANES), ForKind.VECTORIZED, body)))
+        if c0 + full < c1:
+            rest = Var("c_rest", "int64")
+            c = _i64(c0 + full) + rest
+            loops.append(For(rest, _i64(0), _i64(c1 - c0 - full), ForKind.SERIAL,
+                             BufferStore(out, value(c), [frame, h, w, c])))
+        return loops[0] if len(loops) == 1 else tvm.tirx.SeqStmt(loops)
+
+    parts = []
+    for c0, c1, d in ranges:
+        moved = channels(c0, c1, lambda c, d=d: BufferLoad(x, [frame + _i64(d), h, w, c]))
+        if d == 0:
+            parts.append(moved)
+            continue
+        inside = tvm.tirx.all(t + _i64(d) >= _i64(0), t + _i64(d) < _i64(segments))
+        parts.append(IfThenElse(inside, moved, channels(c0, c1, lambda c: const(0, dtype))))
+    loop = For(pixel, _i64(0), _i64(nt * height * width), ForKind.PARALLEL,
+               parts[0] if len(parts) == 1 else tvm.tirx.SeqStmt(parts))
+    attrs = {"s_tir": True, "tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": 8,
+             CLIP_SHIFT_ATTR: {"segments": segments, "ranges": [list(r) for r in ranges]}}
+    root = SBlock([], [], [], "root", SBlockRealize([], True, SBlock([], [], [], "clip_shift", loop)))
+    return tvm.tirx.PrimFunc([x, out], SBlockRealize([], True, root), attrs=tvm.ir.make_node("ir.DictAttrs", **attrs))
