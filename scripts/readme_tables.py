@@ -12,7 +12,8 @@ One markdown table per ``benchmarks/*.json``, between ``<!-- figures:begin -->``
   ``settings``, ``model`` when present;
 - an instruction count (``tsm-deploy bench --emulate``, ``scripts/count_shift_overhead_x86.py``):
   ``runners`` mapping each runner to its ``instructions_per_frame``; a runner ``X_noshift`` beside
-  ``X`` gives X's shift overhead.
+  ``X`` gives X's shift overhead (shown in X's row, not as a row of its own); ``peers`` (versions,
+  which ran, why one did not) and ``tvm_vs_strongest_peer`` when the file has them.
 
 Only what the file holds is printed (date, machine, commit when it has them); nothing is measured here.
 """
@@ -38,6 +39,8 @@ RUNNER_NAMES = {
     "tvm_noshift": "TVM, the network without shifts",
     "onnxruntime": "ONNX Runtime",
     "onnxruntime_noshift": "ONNX Runtime, the network without shifts",
+    "ncnn": "ncnn",
+    "executorch": "ExecuTorch + XNNPACK",
     "pytorch": "PyTorch eager",
 }
 
@@ -178,6 +181,8 @@ def count_table(path: Path, data: dict[str, Any]) -> list[str]:
         " vs ONNX Runtime | shift overhead |"
     lines = [_caption(path, data, what), "", header, "|" + "---|" * (header.count("|") - 1)]
     for runner, stats in runners.items():
+        if runner.endswith("_noshift") and runner[: -len("_noshift")] in runners:
+            continue  # its count is in its twin's shift-overhead column
         count = stats["instructions_per_frame"]
         name = RUNNER_NAMES.get(runner, f"`{runner}`")
         if runner == "tvm" and data.get("target") and "tvm_untuned" in runners:
@@ -193,7 +198,32 @@ def count_table(path: Path, data: dict[str, Any]) -> list[str]:
         else:
             row += " - |"
         lines.append(row)
-    return lines
+    return lines + _peer_lines(data)
+
+
+def _peer_lines(data: dict[str, Any]) -> list[str]:
+    """Under a count table: TVM against the strongest peer that ran, and each peer that did not, with why."""
+    peers = data.get("peers") if isinstance(data.get("peers"), dict) else {}
+    out = []
+    strongest, ratio = data.get("strongest_peer"), data.get("tvm_vs_strongest_peer")
+    first = ""
+    if strongest in peers and isinstance(ratio, (int, float)):
+        info = peers[strongest]
+        first = (f"TVM executes **{ratio:.2f}x** the instructions of the strongest peer that ran, "
+                 f"{info.get('label', strongest)} {info.get('version', '')}.".replace(" .", "."))
+    checked = [(info.get("label", name), info["parity_vs_pytorch"]) for name, info in peers.items()
+               if isinstance(info, dict) and info.get("ran") and isinstance(info.get("parity_vs_pytorch"), dict)]
+    if checked:
+        first += (" Each peer's logits vs PyTorch's on the counted frames (max relative error, top-1 agreement): "
+                  + "; ".join(f"{label} {p['logits_max_rel_error']:.1e}, {p['top1_agreement']:.0%}"
+                              for label, p in checked) + ".")
+    if first:
+        out.append(first.strip())
+    for name, info in peers.items():
+        if isinstance(info, dict) and not info.get("ran"):
+            out.append(f"{info.get('label', name)} {info.get('version', '')} did not run: {info.get('reason')}."
+                       .replace("  ", " "))
+    return ["", *out] if out else []
 
 
 def tables(bench_dir: Path) -> str:

@@ -295,11 +295,11 @@ def test_tune_emulate_then_compile_applies_the_records(tmp_path, small_checkpoin
 
 
 @pytest.mark.slow
-@pytest.mark.heavy  # 116 s in CI (measured 2026-12-02): make test-all; benchmarks/rasp4-emulated.json is its committed run
+@pytest.mark.heavy  # 116 s in CI with ONNX Runtime alone (2026-12-02): make test-all; benchmarks/rasp4-emulated.json is its committed run
 @needs_tools
-def test_bench_emulate_counts_tvm_its_baselines_and_onnxruntime(tmp_path, small_checkpoint, small_checkpoint_file):
+def test_bench_emulate_counts_tvm_its_baselines_and_the_peers(tmp_path, small_checkpoint, small_checkpoint_file):
     """`bench --emulate`: per-frame instruction counts for the artifact, the same module untuned, the
-    network without shifts, and ONNX Runtime with and without shifts, in one JSON."""
+    network without shifts, and ONNX Runtime, ncnn and ExecuTorch + XNNPACK with and without shifts, in one JSON."""
     from click.testing import CliRunner
 
     from tsm_deploy.cli import main
@@ -314,10 +314,14 @@ def test_bench_emulate_counts_tvm_its_baselines_and_onnxruntime(tmp_path, small_
     assert "counts, not latency" in result.output and "shift overhead tvm" in result.output
     report = json.loads(out.read_text())
     runners = report["runners"]
-    assert set(runners) == {"tvm", "tvm_untuned", "tvm_noshift", "onnxruntime", "onnxruntime_noshift"}
+    peers = ("onnxruntime", "ncnn", "executorch")
+    assert set(runners) == {"tvm", "tvm_untuned", "tvm_noshift", *peers, *(f"{p}_noshift" for p in peers)}
+    assert all(report["peers"][p]["ran"] for p in peers)
+    assert report["peers"]["executorch"]["delegation"]["not_delegated"] == {"aten.mean.dim": 2}
+    assert report["strongest_peer"] in peers and report["tvm_vs_strongest_peer"] > 0
     assert all(r["instructions_per_frame"] > 1e6 for r in runners.values())
     # the artifact is untuned itself: the same module compiled twice executes the same instructions
     assert abs(report["tuned_vs_untuned"] - 1.0) < 1e-3
     # shifting costs instructions (slices, concatenations, buffers) in both runtimes, but not many
-    assert 0 < report["shift_overhead"]["tvm"] < 0.5 and 0 < report["shift_overhead"]["onnxruntime"] < 0.5
+    assert all(0 < report["shift_overhead"][r] < 0.5 for r in ("tvm", *peers))
     assert report["macs_per_frame"] > 0 and runners["tvm"]["instructions_per_mac"] > 0

@@ -126,3 +126,13 @@ def test_missing_cross_compiler_is_one_clear_line(tmp_path, small_checkpoint_fil
 def test_host_commands_refuse_an_artifact_for_another_machine(rasp4_artifact, command, hint):
     result = CliRunner().invoke(main, [command, str(rasp4_artifact), "--frames", "1"])
     assert result.exit_code == 2 and "is built for rasp4 (aarch64), not this" in result.stderr and hint in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--emulate", "--peers", "onnxruntime,tflite"], "--peers: unknown peer runtime tflite; known: onnxruntime, ncnn"),
+    (["--rpc", "127.0.0.1:9", "--peers", "ncnn"], "--peers: only with --emulate"),
+])
+def test_bench_peers_bad_input_is_one_line(rasp4_artifact, args, message):
+    result = CliRunner().invoke(main, ["bench", str(rasp4_artifact), *args])
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output

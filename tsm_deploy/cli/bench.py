@@ -31,6 +31,7 @@ from .common import (
 @click.option("--threads", type=int, default=None, help="Threads for every runner on this host (default: all cores).")
 @json_option()
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write a PNG bar chart here.")
+@click.option("--peers", default=None, help="--emulate: peer runtimes to count, comma-separated (default onnxruntime,ncnn,executorch; also torch).")
 @click.option("--no-shift-overhead", is_flag=True, help="Skip the baselines: the network without shifts (and with --emulate the untuned module).")
 @place_options
 @handles_errors
@@ -46,10 +47,12 @@ def command(
     json_path: Path | None,
     plot_path: Path | None,
     no_shift_overhead: bool,
+    peers: str | None,
     **place: Any,
 ) -> None:
     """Per-frame (per-clip) latency of the artifact, ONNX Runtime and PyTorch side by side, and the
-    shift's overhead; with --emulate, instructions per frame on the emulated CPU (TVM and ONNX Runtime)."""
+    shift's overhead; with --emulate, instructions per frame on the emulated CPU (TVM, ONNX Runtime, ncnn,
+    ExecuTorch with XNNPACK)."""
     from ..evaluate.bench import DEFAULT_FRAMES, DEFAULT_WARMUP, benchmark, benchmark_remote, write_report
     from ..evaluate.bench.emulated import DEFAULT_EMULATED_FRAMES
     from ..evaluate.place import EMULATED, HOST, RPC
@@ -61,6 +64,8 @@ def command(
     where = resolve_place_for(manifest.target, place)
     unused = {"--threads": threads is not None, "--plot": plot_path is not None,
               "--no-shift-overhead": no_shift_overhead and where.kind == RPC, "--warmup": warmup is not None and where.kind == EMULATED}
+    if peers is not None and where.kind != EMULATED:
+        raise TsmDeployError("--peers: only with --emulate (on this host bench times ONNX Runtime and PyTorch)")
     if where.kind != HOST and any(unused.values()):
         shown = ", ".join(name for name, given in unused.items() if given)
         raise TsmDeployError(f"{shown}: not available when the artifact runs on {where.describe()}")
@@ -68,10 +73,15 @@ def command(
         frames = DEFAULT_EMULATED_FRAMES if where.kind == EMULATED else DEFAULT_FRAMES
     warmup = warmup if warmup is not None else DEFAULT_WARMUP
     if where.kind == EMULATED:
-        from ..evaluate.bench.emulated import benchmark_emulated, write_emulated_report
+        from ..emulation.peers import PEERS
+        from ..evaluate.bench.emulated import DEFAULT_PEERS, benchmark_emulated, write_emulated_report
 
+        chosen = tuple(p.strip() for p in peers.split(",") if p.strip()) if peers is not None else DEFAULT_PEERS
+        unknown = [p for p in chosen if p not in PEERS]
+        if unknown:
+            raise TsmDeployError(f"--peers: unknown peer runtime {', '.join(unknown)}; known: {', '.join(PEERS)}")
         loaded = load_checkpoint_for(checkpoint, model_overrides(input_size, fold_div, segments), manifest)
-        report = benchmark_emulated(artifact, loaded, frames=frames, baselines=not no_shift_overhead,
+        report = benchmark_emulated(artifact, loaded, frames=frames, peers=chosen, baselines=not no_shift_overhead,
                                     progress=progress, qemu_cpu=where.qemu_cpu)
         click.echo(report.table())
         write_emulated_report(report, json_path)

@@ -1,9 +1,20 @@
-"""Peer runtimes on the emulated Raspberry Pi 4: the same model run by ONNX Runtime or PyTorch.
+"""Peer runtimes on the emulated Raspberry Pi 4: the same model run by ONNX Runtime, ncnn, ExecuTorch
+with its XNNPACK delegate, or PyTorch.
 
 A peer runs in the same guest as tsm-deploy's own artifacts (Debian bookworm arm64, python3.11 +
 numpy 1.24, qemu-user as a Cortex-A72), so guest instruction counts or parity can be compared side
 by side. PyPI's aarch64 wheels are unpacked into a site directory put on the guest's PYTHONPATH
-(never into the host's environment); ``guest_peer.py`` streams frames through the peer.
+(never into the host's environment); ``guest_peer.py`` streams frames through the peer. ncnn and
+ExecuTorch load models converted on the host (converters.py).
+
+ExecuTorch runs without its Python bindings: they link libtorch, and no torch on PyPI both loads
+them and runs on a Cortex-A72 (torch 2.9.1, the last CPU-only aarch64 wheel before 2.10, lacks
+``c10::TensorImpl::decref_pyobject()`` that ExecuTorch 1.5.1's ``_C`` module needs; 2.10.0's libc10
+executes an ARMv8.1 LSE atomic, ``ldaddal`` in its bundled mimalloc's ``_mi_options_init``, at
+``import torch``: SIGILL on the ARMv8.0 A72; 2.11 and later are CUDA builds). So
+``executorch_runner.cpp``, cross-built here against the C++ headers and libraries in ExecuTorch's
+aarch64 wheel (runtime, XNNPACK backend, optimized CPU kernels, thread pool), is loaded by the
+guest script through ctypes.
 
 Why the guest gets its own root (``PeerEnv.root``): qemu-user 7.2 does not emulate
 ``/proc/cpuinfo`` for aarch64, so the guest reads the x86 host's. The cpuinfo library inside
@@ -37,8 +48,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckFailed, TsmDeployError
-from ..support.tools import Progress, atomic_cache_entry, report, resolve_cache_dir
+from ..support.tools import Progress, atomic_cache_entry, report, require_tool, resolve_cache_dir, run_logged
 from ..target.arch import GUEST_PYTHON, arch_spec
+from .converters import fetch_wheel, io_path, lower_executorch, ncnn_model
+from .guest_peer import RUNNER_LIBRARY
 from .rootfs import DEFAULT_QEMU_CPU, build_arm64_rootfs, run_under_qemu
 
 __all__ = [
@@ -49,9 +62,11 @@ __all__ = [
     "PeerEnv",
     "PeerParity",
     "PeerRun",
+    "compare_with_pytorch",
     "export_peer_model",
     "peer_parity",
     "prepare_peer",
+    "read_peer_output",
     "run_peer_under_qemu",
 ]
 
@@ -60,11 +75,16 @@ log = logging.getLogger(__name__)
 GUEST_SCRIPT = Path(__file__).resolve().with_name("guest_peer.py")
 # Tags of the marker syscall guest_peer.py issues before and after each frame (its FRAME_BEGIN/END).
 MARKER_FRAME_BEGIN, MARKER_FRAME_END = 1, 2
-PEERS = ("onnxruntime", "torch")
+PEERS = ("onnxruntime", "ncnn", "executorch", "torch")
 # onnxruntime: the host's pin (requirements.lock), so host and guest run the same version.
 # torch: PyPI's 2.13.0 aarch64 wheel is a CUDA build (427 MB plus CUDA 13 wheels); 2.9.1's is
 # CPU-only (104 MB), and loads TorchScript traced by the host's torch 2.13.
-DEFAULT_VERSIONS = {"onnxruntime": "1.31.1", "torch": "2.9.1"}
+# ncnn and executorch: the versions of the host-side converters (converters.py) and their runtimes.
+DEFAULT_VERSIONS = {"onnxruntime": "1.31.1", "ncnn": "1.0.20261020", "executorch": "1.5.1", "torch": "2.9.1"}
+# What the guest takes from ExecuTorch's aarch64 wheel: its C++ runtime, not its Python package.
+_EXECUTORCH_PARTS = ("executorch/lib/", "executorch/include/")
+_EXECUTORCH_LIBS = ("executorch", "executorch_backend_xnnpack", "executorch_kernels_optimized", "executorch_threadpool")
+RUNNER_SOURCE = Path(__file__).resolve().with_name("executorch_runner.cpp")
 # What `import torch` needs besides numpy (torch's Requires-Dist for aarch64), pinned so the
 # cached site directory is reproducible. ONNX Runtime's own dependencies are only for its tools.
 _TORCH_SUPPORT = ("typing-extensions==4.16.0", "sympy==1.14.0", "mpmath==1.3.0", "filelock==4.2.11",
@@ -105,8 +125,10 @@ class PeerEnv:
         """The guest command line (program path as seen inside the guest)."""
         argv = [GUEST_PYTHON, "-P", str(self.script), "--runtime", self.name, "--model", str(model),
                 "--frames", str(frames), "--out", str(out), "--threads", str(threads)]
-        if self.name == "torch":
-            argv += ["--io", str(_io_path(Path(model)))]
+        if self.name in ("torch", "ncnn", "executorch"):
+            argv += ["--io", str(io_path(Path(model)))]
+        if self.name == "executorch":
+            argv += ["--version", self.version]
         if marker_nr is not None:
             argv += ["--marker-nr", str(marker_nr)]
         return argv
@@ -137,25 +159,50 @@ def prepare_peer(name: str, version: str | None = None, cache_dir: Path | None =
     rootfs = build_arm64_rootfs(cache_dir, progress)
     root = _pi4_root(rootfs, cache, progress)
     site = cache / f"{name}-{version}-cp{PYTHON_VERSION.replace('.', '')}-{ARCH}"
-    if not (site / "site" / name).is_dir():
+    ready = site / "site" / name
+    if name == "executorch":  # the runner is built into the site: a new source is a new entry
+        site = site.with_name(f"{site.name}-runner{hashlib.sha256(RUNNER_SOURCE.read_bytes()).hexdigest()[:10]}")
+        ready = site / "site" / RUNNER_LIBRARY
+    if not ready.exists():
         requirements = [f"{name}=={version}", *(_TORCH_SUPPORT if name == "torch" else ())]
         wheels = [_fetch_wheel(req, cache / "wheels", progress) for req in requirements]
         with atomic_cache_entry(site) as tmp:
             for wheel in wheels:
                 report(progress, f"unpacking {wheel.name}")
                 with zipfile.ZipFile(wheel) as zf:
-                    zf.extractall(tmp / "site")
+                    members = [m for m in zf.namelist() if name != "executorch" or m.startswith(_EXECUTORCH_PARTS)]
+                    zf.extractall(tmp / "site", members)
             for lib in (tmp / "site").rglob("*.so*"):
                 lib.chmod(0o755)  # zipfile drops the mode bits pip would keep
-            _precompile(tmp / "site", progress)
+            if name == "executorch":
+                _build_executorch_runner(tmp / "site", progress)
+            else:
+                _precompile(tmp / "site", progress)
     return PeerEnv(name=name, version=version, site_dir=site / "site", root=root)
+
+
+def _build_executorch_runner(site: Path, progress: Progress | None) -> Path:
+    """Cross-build executorch_runner.cpp against the wheel's headers and libraries, into the site."""
+    spec = arch_spec(ARCH)
+    gxx = require_tool(spec.cross_gxx, spec.cross_gxx_package)
+    out = site / RUNNER_LIBRARY
+    out.parent.mkdir(parents=True)
+    include, lib = site / "executorch" / "include", site / "executorch" / "lib"
+    report(progress, "building the ExecuTorch runner (aarch64) against the wheel's C++ runtime")
+    # C10_USING_CUSTOM_GENERATED_MACROS: the wheel's c10 headers come without the generated cmake_macros.h
+    run_logged([gxx, "-std=c++17", "-O2", "-fPIC", "-shared", "-Wall", "-DC10_USING_CUSTOM_GENERATED_MACROS",
+                f"-I{include}", f"-I{include / 'executorch/runtime/core/portable_type/c10'}", "-o", out, RUNNER_SOURCE,
+                f"-L{lib}", "-Wl,--no-as-needed", *(f"-l{name}" for name in _EXECUTORCH_LIBS), "-Wl,--as-needed",
+                "-Wl,-rpath,$ORIGIN/../executorch/lib"])
+    return out
 
 
 def export_peer_model(peer: PeerEnv, model, dest_dir: Path) -> Path:
     """Write `model` (a stream nn.Module) in the form `peer` loads; returns the model file.
 
     onnxruntime: tsm-deploy's ONNX export (checked against ONNX Runtime on the host);
-    torch: a TorchScript trace plus ``<file>.io.json`` naming inputs (with shapes) and outputs.
+    torch: a TorchScript trace plus ``<file>.io.json`` naming inputs (with shapes) and outputs;
+    ncnn, executorch: converted on the host and cached (converters.py; the file is in the cache).
     """
     import torch
 
@@ -167,6 +214,10 @@ def export_peer_model(peer: PeerEnv, model, dest_dir: Path) -> Path:
         path = dest_dir / "model.onnx"
         export_onnx(model, path)
         return path
+    if peer.name == "ncnn":
+        return ncnn_model(model)
+    if peer.name == "executorch":
+        return lower_executorch(model)
     from ..support.atomic import atomic_output_file, atomic_write_text
 
     model = model.eval()
@@ -180,7 +231,7 @@ def export_peer_model(peer: PeerEnv, model, dest_dir: Path) -> Path:
         with atomic_output_file(path) as tmp:
             torch.jit.save(traced, str(tmp))
     io = {"inputs": [[n, list(s), "float32"] for n, s in shapes.items()], "outputs": model.output_names()}
-    atomic_write_text(_io_path(path), json.dumps(io, indent=1))
+    atomic_write_text(io_path(path), json.dumps(io, indent=1))
     return path
 
 
@@ -215,15 +266,20 @@ def run_peer_under_qemu(peer: PeerEnv, model_path: Path, frames: np.ndarray,
             raise CheckFailed(
                 f"{peer.name} {peer.version} failed under emulation (exit code {proc.returncode}): {tail[0]}"
             )
-        with np.load(out_path) as out:
-            count = int(out["frame_count"])
-            n_state = len(out["state_names"])
-            return PeerRun(
-                runtime=str(out["runtime"]), version=str(out["version"]),
-                logits=[out[f"logits_{i}"] for i in range(count)],
-                buffers=[[out[f"state_{i}_{j}"] for j in range(n_state)] for i in range(count)],
-                frame_wall_s=[float(w) for w in out["wall_s"]], total_wall_s=total, stderr=proc.stderr,
-            )
+        return read_peer_output(out_path, total_wall_s=total, stderr=proc.stderr)
+
+
+def read_peer_output(out_path: Path, total_wall_s: float = 0.0, stderr: str = "") -> PeerRun:
+    """What guest_peer.py wrote: per frame the logits and the fed-back buffers, and its wall times."""
+    with np.load(out_path) as out:
+        count = int(out["frame_count"])
+        n_state = len(out["state_names"])
+        return PeerRun(
+            runtime=str(out["runtime"]), version=str(out["version"]),
+            logits=[out[f"logits_{i}"] for i in range(count)],
+            buffers=[[out[f"state_{i}_{j}"] for j in range(n_state)] for i in range(count)],
+            frame_wall_s=[float(w) for w in out["wall_s"]], total_wall_s=total_wall_s, stderr=stderr,
+        )
 
 
 @dataclass(frozen=True)
@@ -232,31 +288,49 @@ class PeerParity:
     version: str
     frames: int
     logits_max_abs_error: float
+    logits_max_rel_error: float  # the max abs error over the largest |logit| of PyTorch's
     buffers_max_abs_error: float
+    top1_agreement: float  # frames whose arg-max matches PyTorch's
     frame_wall_s: list[float]  # emulated
+
+    def summary(self) -> dict[str, float | int]:
+        return {"frames": self.frames, "logits_max_abs_error": self.logits_max_abs_error,
+                "logits_max_rel_error": self.logits_max_rel_error, "buffers_max_abs_error": self.buffers_max_abs_error,
+                "top1_agreement": self.top1_agreement}
+
+
+def compare_with_pytorch(model, inputs: np.ndarray, run: PeerRun) -> PeerParity:
+    """`run` (frames `inputs` streamed through a peer, buffers fed back) against the same stream
+    through `model` in PyTorch on the host."""
+    import torch
+
+    buffers = model.zero_buffers()
+    logit_err = buffer_err = scale = 0.0
+    agree = 0
+    with torch.no_grad():
+        for i, frame in enumerate(inputs):
+            logits, *buffers = model(torch.from_numpy(frame), *buffers)
+            want, got = logits.numpy().reshape(-1), run.logits[i].reshape(-1)
+            logit_err = max(logit_err, float(np.abs(got - want).max()))
+            scale = max(scale, float(np.abs(want).max()))
+            agree += int(np.argmax(got) == np.argmax(want))
+            for got_b, want_b in zip(run.buffers[i], buffers, strict=True):
+                buffer_err = max(buffer_err, float(np.abs(got_b - want_b.numpy()).max()))
+    return PeerParity(run.runtime, run.version, len(inputs), logit_err, logit_err / max(scale, 1e-12), buffer_err,
+                      agree / len(inputs), run.frame_wall_s)
 
 
 def peer_parity(peer: PeerEnv, checkpoint, frames: int = 3, seed: int = 0,
                 workdir: Path | None = None) -> PeerParity:
     """Stream seeded normalised frames through `peer` in the guest and through PyTorch on the host;
-    report the max abs errors of the logits and of the fed-back buffers."""
-    import torch
-
+    report the errors of the logits and of the fed-back buffers."""
     model = checkpoint.model().eval()
     shape = model.input_shapes()["frame"]
     inputs = np.random.default_rng(seed).standard_normal((frames, *shape)).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="tsm-peer-model-") as tmp:
         path = export_peer_model(peer, model, Path(workdir or tmp))
         run = run_peer_under_qemu(peer, path, inputs)
-    buffers = model.zero_buffers()
-    logit_err = buffer_err = 0.0
-    with torch.no_grad():
-        for i, frame in enumerate(inputs):
-            logits, *buffers = model(torch.from_numpy(frame), *buffers)
-            logit_err = max(logit_err, float(np.abs(run.logits[i].reshape(-1) - logits.numpy().reshape(-1)).max()))
-            for got, want in zip(run.buffers[i], buffers, strict=True):
-                buffer_err = max(buffer_err, float(np.abs(got - want.numpy()).max()))
-    return PeerParity(run.runtime, run.version, frames, logit_err, buffer_err, run.frame_wall_s)
+    return compare_with_pytorch(model, inputs, run)
 
 
 def _precompile(site: Path, progress: Progress | None) -> None:
@@ -275,33 +349,10 @@ def _precompile(site: Path, progress: Progress | None) -> None:
                    capture_output=True, check=False)
 
 
-def _io_path(model: Path) -> Path:
-    return model.with_name(model.name + ".io.json")
-
-
 def _fetch_wheel(requirement: str, wheel_dir: Path, progress: Progress | None) -> Path:
     """The cp311 aarch64 (or pure-Python) wheel of `requirement` ("name==version"), downloaded once."""
-    name, version = requirement.split("==")
-    stem = f"{re.sub(r'[-_.]+', '_', name).lower()}-{version}-"
-    cached = sorted(p for p in wheel_dir.glob("*.whl") if p.name.lower().startswith(stem))
-    if cached:
-        return cached[0]
-    report(progress, f"downloading {requirement} for {ARCH} (cached after the first run)")
-    wheel_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".download-", dir=wheel_dir) as tmp:
-        argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                "--python-version", PYTHON_VERSION, "--implementation", "cp", "--dest", tmp, "--quiet",
-                "--disable-pip-version-check"]
-        for tag in arch_spec(ARCH).wheel_platforms:
-            argv += ["--platform", tag]
-        proc = subprocess.run([*argv, requirement], capture_output=True, text=True, check=False)
-        wheels = sorted(Path(tmp).glob("*.whl"))
-        if proc.returncode != 0 or not wheels:
-            last = proc.stderr.strip().splitlines()[-1:] or ["no wheel"]
-            raise TsmDeployError(f"no {ARCH} cp{PYTHON_VERSION} wheel of {requirement} on the package index: {last[0]}")
-        final = wheel_dir / wheels[0].name
-        os.replace(wheels[0], final)  # same directory tree: atomic, never a half-downloaded wheel
-    return final
+    return fetch_wheel(requirement, wheel_dir, progress, python_version=PYTHON_VERSION,
+                       platforms=arch_spec(ARCH).wheel_platforms)
 
 
 def host_cpu_ids() -> list[int]:

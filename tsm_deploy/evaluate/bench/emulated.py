@@ -1,9 +1,10 @@
 """``bench --emulate``: exact instruction counts per frame on an emulated Cortex-A72, side by side.
 
-The artifact (through the thin runtime, as on a Pi) and a peer runtime (ONNX Runtime for aarch64,
-running the same model exported to ONNX) stream the same prepared frames in the same emulated CPU,
-one guest thread each, with marker system calls around every frame; the QEMU plugin counts the guest
-instructions between markers. The figures are **emulated instruction counts** (QEMU TCG, Cortex-A72
+The artifact (through the thin runtime, as on a Pi) and the peer runtimes a Pi user would pick
+(ONNX Runtime for aarch64 on the ONNX export; ncnn on pnnx's conversion; ExecuTorch with its XNNPACK
+delegate) stream the same prepared frames in the same emulated CPU, one guest thread each, fp32,
+with marker system calls around every frame; the QEMU plugin counts the guest instructions between
+markers. A peer that cannot run is left out of the counts with its reason in the report. The figures are **emulated instruction counts** (QEMU TCG, Cortex-A72
 ISA): exact and repeatable, blind to caches, pipelines and the Pi's 4 cores. Never a latency.
 """
 
@@ -29,7 +30,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EMULATED_FRAMES = 3  # each frame is an exact count: the first is not steady, two more agree
 
-DEFAULT_PEERS = ("onnxruntime",)
+DEFAULT_PEERS = ("onnxruntime", "ncnn", "executorch")
+# A peer's logits against PyTorch's on the counted frames: fp32 runtimes differ by summation order
+# (~1e-6 relative on these models); more means it runs another model, and its count says nothing.
+PEER_PARITY_RTOL = 1e-3
+PEER_LABELS = {"onnxruntime": "ONNX Runtime", "ncnn": "ncnn", "executorch": "ExecuTorch + XNNPACK", "torch": "PyTorch"}
 
 
 @dataclass
@@ -54,6 +59,12 @@ class EmulatedBenchReport:
     counts: dict[str, EmulatedCount]
     qemu_cpu: str
     notes: list[str] = field(default_factory=list)
+    peers: dict[str, dict[str, Any]] = field(default_factory=dict)  # per peer: version, ran, reason, model
+
+    def strongest_peer(self) -> str | None:
+        """The peer that ran with the fewest instructions per frame (the network with its shifts)."""
+        ran = [name for name in self.peers if name in self.counts]
+        return min(ran, key=lambda name: self.counts[name].steady) if ran else None
 
     def _ratio(self, name: str, base: str) -> float | None:
         if name not in self.counts or base not in self.counts:
@@ -93,6 +104,9 @@ class EmulatedBenchReport:
             },
             "tuned_vs_untuned": self._ratio("tvm", "tvm_untuned"),
             "shift_overhead": self.shift_overhead(),
+            "peers": self.peers,
+            "strongest_peer": self.strongest_peer(),
+            "tvm_vs_strongest_peer": self._ratio("tvm", self.strongest_peer()) if self.strongest_peer() else None,
             "notes": self.notes,
         }
 
@@ -111,6 +125,17 @@ class EmulatedBenchReport:
             lines.append(f"shift overhead {name}: {overhead:+.1%} instructions (vs the same network without shifts)")
         if self._ratio("tvm", "tvm_untuned") is not None:
             lines.append(f"tuned / untuned module: {self._ratio('tvm', 'tvm_untuned'):.3f}")
+        strongest = self.strongest_peer()
+        if strongest:
+            lines.append(f"TVM / the strongest peer that ran ({strongest}): {self._ratio('tvm', strongest):.3f}")
+        for name, info in self.peers.items():
+            if not info["ran"]:
+                lines.append(f"{name} did not run: {info['reason']}")
+            elif "parity_vs_pytorch" in info:
+                p = info["parity_vs_pytorch"]
+                lines.append(f"{name} vs PyTorch on these frames: logits max abs {p['logits_max_abs_error']:.2e} "
+                             f"(rel {p['logits_max_rel_error']:.2e}), buffers {p['buffers_max_abs_error']:.2e}, "
+                             f"top-1 {p['top1_agreement']:.0%}")
         lines.append(f"{INSTRUCTIONS_LABEL}, 1 guest thread, {self.target} ({self.qemu_cpu}): counts, not latency")
         return "\n".join(lines)
 
@@ -145,25 +170,38 @@ def model_macs(checkpoint: LoadedCheckpoint) -> int:
 
 
 def _peer_counts(peer_name: str, checkpoint: LoadedCheckpoint, frames: np.ndarray, qemu_cpu: str,
-                 progress: Callable[[str], None]) -> EmulatedCount:
+                 progress: Callable[[str], None]) -> tuple[EmulatedCount, dict[str, Any]]:
+    """The peer's count per frame and what it ran (version, the converted model's description)."""
+    from ...emulation.converters import io_path
     from ...emulation.meter import MARKER_SYSCALL, run_metered
-    from ...emulation.peers import export_peer_model, prepare_peer
+    from ...emulation.peers import compare_with_pytorch, export_peer_model, prepare_peer, read_peer_output
 
     peer = replace(prepare_peer(peer_name, progress=progress), qemu_cpu=qemu_cpu)
+    model = checkpoint.model().eval()
     with tempfile.TemporaryDirectory(prefix="tsm-emu-peer-") as tmp:
-        model_path = export_peer_model(peer, checkpoint.model(), Path(tmp))
+        model_path = export_peer_model(peer, model, Path(tmp))
+        model_info = {}
+        if io_path(model_path).is_file():
+            io = json.loads(io_path(model_path).read_text())
+            model_info = {k: io[k] for k in ("converter", "precision", "delegation") if k in io}
         np.save(Path(tmp) / "frames.npy", frames)
         argv = peer.guest_argv(model_path, Path(tmp) / "frames.npy", Path(tmp) / "out.npz", marker_nr=MARKER_SYSCALL)
         progress(f"counting {peer_name} {peer.version} on the emulated CPU ({len(frames)} frames)")
         run = run_metered(peer.root, argv, env=peer.guest_env(), timeout=1800)
-    if run.returncode != 0:
-        last = (run.stderr or "").strip().splitlines()[-1:] or [f"exit code {run.returncode}"]
-        raise CheckFailed(f"{peer_name} failed on the emulated CPU: {last[0]}")
+        if run.returncode != 0 or not (Path(tmp) / "out.npz").is_file():
+            last = (run.stderr or "").strip().splitlines()[-1:] or [f"exit code {run.returncode}"]
+            raise CheckFailed(f"{peer_name} {peer.version} failed on the emulated CPU (exit code {run.returncode}): "
+                              f"{last[0]}")
+        parity = compare_with_pytorch(model, frames, read_peer_output(Path(tmp) / "out.npz"))
     # markers: tag 1 before a frame, tag 2 after it; the delta at tag 2 is the frame's count
     per_frame = [m.delta for m in run.marks if m.tag == "2"]
     if len(per_frame) != len(frames):
         raise CheckFailed(f"{peer_name}: {len(per_frame)} frame markers for {len(frames)} frames")
-    return EmulatedCount(f"{peer_name} {peer.version}", per_frame)
+    if not parity.logits_max_rel_error <= PEER_PARITY_RTOL:  # a peer that computes something else is no peer
+        raise CheckFailed(f"{peer_name} {peer.version} does not compute what PyTorch computes: logits max rel "
+                          f"error {parity.logits_max_rel_error:.2e} > {PEER_PARITY_RTOL:.0e}")
+    return EmulatedCount(f"{peer_name} {peer.version}", per_frame), \
+        {"version": peer.version, **model_info, "parity_vs_pytorch": parity.summary()}
 
 
 def _baseline_artifacts(artifact_dir: Path, checkpoint: LoadedCheckpoint, noshift: LoadedCheckpoint, out: Path,
@@ -202,6 +240,7 @@ def benchmark_emulated(
     ``baselines``, also of the untuned module and of the network without shifts (TVM and peers), for
     the tuning gain and the shift overhead. ``qemu_cpu``: the core emulated (default: the target's)."""
     from ...emulation.meter import count_artifact
+    from ...emulation.peers import DEFAULT_VERSIONS
 
     if frames < 2:
         raise TsmDeployError(f"--frames must be >= 2 with --emulate (the first frame is not steady), got {frames}")
@@ -215,7 +254,9 @@ def benchmark_emulated(
     art = count_artifact(artifact_dir, frames=frames, per_function=per_function, qemu_cpu=qemu_cpu)
     counts = {"tvm": EmulatedCount("tvm", list(art.per_frame), art.per_function)}
     prepared = seeded_inputs(manifest, frames, seed=0)
-    notes = [f"peer runs the same model exported to ONNX, {frames} seeded frames, buffers fed back"]
+    notes = [f"each peer runs the same model ({', '.join(PEER_LABELS.get(p, p) for p in peers)}), fp32, "
+             f"{frames} seeded frames, buffers fed back, one guest thread"]
+    peer_info: dict[str, dict[str, Any]] = {}
     models = [("", checkpoint)]
     if baselines:
         from . import _noshift_checkpoint
@@ -230,14 +271,20 @@ def benchmark_emulated(
     for name in peers:
         for suffix, model in models:
             try:
-                counts[name + suffix] = _peer_counts(name, model, prepared, qemu_cpu, progress)
+                counts[name + suffix], info = _peer_counts(name, model, prepared, qemu_cpu, progress)
+                if not suffix:
+                    peer_info[name] = {"label": PEER_LABELS.get(name, name), "ran": True, "reason": None, **info}
             except (CheckFailed, TsmDeployError) as exc:
-                notes.append(f"{name}{suffix} did not run: {exc}")
                 log.warning("%s%s did not run on the emulated CPU: %s", name, suffix, exc)
+                if not suffix:
+                    peer_info[name] = {"label": PEER_LABELS.get(name, name), "ran": False, "reason": str(exc),
+                                       "version": DEFAULT_VERSIONS.get(name)}
+                    break  # its network without shifts would fail the same way
+                notes.append(f"{name}{suffix} did not run: {exc}")
     return EmulatedBenchReport(
         artifact=str(artifact_dir), target=manifest.target.name,
         model={k: v for k, v in manifest.model.items() if k != "source"}, macs=model_macs(checkpoint),
-        counts=counts, qemu_cpu=art.qemu_cpu, notes=notes,
+        counts=counts, qemu_cpu=art.qemu_cpu, notes=notes, peers=peer_info,
     )
 
 
