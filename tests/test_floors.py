@@ -17,6 +17,7 @@ FLOORS = (
     "data",
     "default_model",
     "checkpoint",
+    "quantize",
     "target",
     "frontend",
     "compiler",
