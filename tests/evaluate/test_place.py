@@ -81,6 +81,7 @@ def test_bench_refuses_options_its_place_ignores(small_artifact, small_checkpoin
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # 84 s in make test on a clean clone (2026-12-04); rasp4's emulated parity tests stay in it
 @pytest.mark.emulation
 @pytest.mark.requires_tool(*EMULATION_TOOLS)
 def test_a_jetson_nano_cpu_artifact_is_verified_on_an_emulated_cortex_a57(tmp_path, small_checkpoint, small_checkpoint_file):
