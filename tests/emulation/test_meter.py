@@ -295,7 +295,7 @@ def test_tune_emulate_then_compile_applies_the_records(tmp_path, small_checkpoin
 
 
 @pytest.mark.slow
-@pytest.mark.heavy  # 116 s in CI with ONNX Runtime alone (2026-12-02): make test-all; benchmarks/rasp4-emulated.json is its committed run
+@pytest.mark.heavy  # 307 s with the three peers (2026-12-04; 116 s with ONNX Runtime alone): make test-all
 @needs_tools
 def test_bench_emulate_counts_tvm_its_baselines_and_the_peers(tmp_path, small_checkpoint, small_checkpoint_file):
     """`bench --emulate`: per-frame instruction counts for the artifact, the same module untuned, the
