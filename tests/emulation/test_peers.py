@@ -69,25 +69,6 @@ def test_onnxruntime_imports_on_emulated_cortex_a72(ort_peer):
     assert ort_peer.qemu_cpu == "cortex-a72" and not hwcap & HWCAP_SVE
 
 
-@pytest.mark.slow
-@pytest.mark.emulation
-def test_onnxruntime_streams_like_pytorch_with_frame_markers(ort_peer, small_checkpoint, tmp_path):
-    model = small_checkpoint.model().eval()
-    frames = np.random.default_rng(7).standard_normal((2, *model.input_shapes()["frame"])).astype(np.float32)
-    path = export_peer_model(ort_peer, model, tmp_path)
-    run = run_peer_under_qemu(ort_peer, path, frames, {"QEMU_STRACE": "1"}, marker_nr=MARKER_NR)
-
-    assert run.runtime == "onnxruntime" and run.version == DEFAULT_VERSIONS["onnxruntime"]
-    assert len(run.logits) == 2 and len(run.frame_wall_s) == 2
-    for (want_logits, want_buffers), logits, buffers in zip(_reference(model, frames), run.logits, run.buffers):
-        assert np.abs(logits.reshape(-1) - want_logits).max() < TOLERANCE
-        assert len(buffers) == len(want_buffers) == 10
-        for got, want in zip(buffers, want_buffers):
-            assert got.shape == want.shape and np.abs(got - want).max() < TOLERANCE
-    # begin + end marker around each frame, nothing else uses the number
-    assert run.stderr.count(f"Unknown syscall {MARKER_NR}\n") == 2 * len(frames)
-
-
 def _assert_streams_like_pytorch(peer: PeerEnv, model, tmp_path, seed: int) -> None:
     """Two frames through `peer` in the guest, state fed back, frame markers counted by QEMU's strace."""
     frames = np.random.default_rng(seed).standard_normal((2, *model.input_shapes()["frame"])).astype(np.float32)
@@ -101,7 +82,14 @@ def _assert_streams_like_pytorch(peer: PeerEnv, model, tmp_path, seed: int) -> N
         assert len(buffers) == len(want_buffers) == 10
         for got, want in zip(buffers, want_buffers):
             assert got.shape == want.shape and np.abs(got - want).max() < TOLERANCE
+    # begin + end marker around each frame, nothing else uses the number
     assert run.stderr.count(f"Unknown syscall {MARKER_NR}\n") == 2 * len(frames)
+
+
+@pytest.mark.slow
+@pytest.mark.emulation
+def test_onnxruntime_streams_like_pytorch_with_frame_markers(ort_peer, small_checkpoint, tmp_path):
+    _assert_streams_like_pytorch(ort_peer, small_checkpoint.model().eval(), tmp_path, seed=7)
 
 
 @pytest.mark.slow

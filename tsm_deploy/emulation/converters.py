@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
 import subprocess
@@ -33,8 +32,6 @@ from ..errors import CheckFailed, TsmDeployError
 from ..support.tools import Progress, atomic_cache_entry, report, resolve_cache_dir
 
 __all__ = ["EXECUTORCH_HOST", "PNNX_VERSION", "fetch_wheel", "io_path", "lower_executorch", "ncnn_model", "read_io"]
-
-log = logging.getLogger(__name__)
 
 PNNX_VERSION = "20261020"
 # ExecuTorch's exporter (x86-64 wheel, its torch: the host's 2.13) and what its import of

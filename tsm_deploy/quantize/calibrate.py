@@ -44,8 +44,10 @@ __all__ = ["DEFAULT_PERCENTILE", "ActivationQuant", "QuantSpec", "calibrate", "f
 log = logging.getLogger(__name__)
 
 DEFAULT_PERCENTILE = 99.99
-# Values kept per tensor for the quantiles: a strided sample, so memory does not grow with the stream.
+# Values kept per tensor for the quantiles: every frame's strided sample until this many are held
+# (about 64 frames' worth), so memory does not grow with the stream.
 _SAMPLES_PER_TENSOR = 1 << 20
+_FRAMES_SAMPLED = 64
 
 
 @dataclass(frozen=True)
@@ -120,12 +122,17 @@ def calibrate(model: nn.Module, frames: Iterable[np.ndarray], percentile: float 
         raise TsmDeployError(f"calibration percentile must be in (50, 100], got {percentile}")
     model = model.eval()
     seen: dict[str, list[torch.Tensor]] = {}
+    held: dict[str, int] = {}
     strides: dict[str, int] = {}
 
     def keep(key: str, x: torch.Tensor) -> None:
+        if held.get(key, 0) >= _SAMPLES_PER_TENSOR:
+            return
         flat = x.detach().reshape(-1)
-        stride = strides.setdefault(key, max(1, flat.numel() // (_SAMPLES_PER_TENSOR // 64)))
-        seen.setdefault(key, []).append(flat[::stride].clone())
+        stride = strides.setdefault(key, max(1, flat.numel() // (_SAMPLES_PER_TENSOR // _FRAMES_SAMPLED)))
+        sample = flat[::stride].clone()
+        seen.setdefault(key, []).append(sample)
+        held[key] = held.get(key, 0) + sample.numel()
 
     hooks = []
     for name, module, where, key in _points(model):

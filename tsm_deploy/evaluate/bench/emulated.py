@@ -4,7 +4,8 @@ The artifact (through the thin runtime, as on a Pi) and the peer runtimes a Pi u
 (ONNX Runtime for aarch64 on the ONNX export; ncnn on pnnx's conversion; ExecuTorch with its XNNPACK
 delegate) stream the same prepared frames in the same emulated CPU, one guest thread each, fp32,
 with marker system calls around every frame; the QEMU plugin counts the guest instructions between
-markers. A peer that cannot run is left out of the counts with its reason in the report. The figures are **emulated instruction counts** (QEMU TCG, Cortex-A72
+markers. A peer that cannot run, or computes something else than PyTorch, is left out of the counts
+with its reason in the report. The figures are **emulated instruction counts** (QEMU TCG, Cortex-A72
 ISA): exact and repeatable, blind to caches, pipelines and the Pi's 4 cores. Never a latency.
 """
 
@@ -66,7 +67,7 @@ class EmulatedBenchReport:
         ran = [name for name in self.peers if name in self.counts]
         return min(ran, key=lambda name: self.counts[name].steady) if ran else None
 
-    def _ratio(self, name: str, base: str) -> float | None:
+    def _ratio(self, name: str, base: str | None) -> float | None:
         if name not in self.counts or base not in self.counts:
             return None
         return self.counts[name].steady / self.counts[base].steady
@@ -84,6 +85,7 @@ class EmulatedBenchReport:
         from ...emulation.meter import INSTRUCTIONS_LABEL
 
         base = self.counts["tvm"].steady
+        strongest = self.strongest_peer()
         return {
             "label": INSTRUCTIONS_LABEL,
             "unit": "guest instructions per frame (steady state: median after the first frame)",
@@ -105,8 +107,8 @@ class EmulatedBenchReport:
             "tuned_vs_untuned": self._ratio("tvm", "tvm_untuned"),
             "shift_overhead": self.shift_overhead(),
             "peers": self.peers,
-            "strongest_peer": self.strongest_peer(),
-            "tvm_vs_strongest_peer": self._ratio("tvm", self.strongest_peer()) if self.strongest_peer() else None,
+            "strongest_peer": strongest,
+            "tvm_vs_strongest_peer": self._ratio("tvm", strongest),
             "notes": self.notes,
         }
 
@@ -172,7 +174,7 @@ def model_macs(checkpoint: LoadedCheckpoint) -> int:
 def _peer_counts(peer_name: str, checkpoint: LoadedCheckpoint, frames: np.ndarray, qemu_cpu: str,
                  progress: Callable[[str], None]) -> tuple[EmulatedCount, dict[str, Any]]:
     """The peer's count per frame and what it ran (version, the converted model's description)."""
-    from ...emulation.converters import io_path
+    from ...emulation.converters import io_path, read_io
     from ...emulation.meter import MARKER_SYSCALL, run_metered
     from ...emulation.peers import compare_with_pytorch, export_peer_model, prepare_peer, read_peer_output
 
@@ -180,10 +182,8 @@ def _peer_counts(peer_name: str, checkpoint: LoadedCheckpoint, frames: np.ndarra
     model = checkpoint.model().eval()
     with tempfile.TemporaryDirectory(prefix="tsm-emu-peer-") as tmp:
         model_path = export_peer_model(peer, model, Path(tmp))
-        model_info = {}
-        if io_path(model_path).is_file():
-            io = json.loads(io_path(model_path).read_text())
-            model_info = {k: io[k] for k in ("converter", "precision", "delegation") if k in io}
+        io = read_io(model_path) if io_path(model_path).is_file() else {}
+        model_info = {k: io[k] for k in ("converter", "precision", "delegation") if k in io}
         np.save(Path(tmp) / "frames.npy", frames)
         argv = peer.guest_argv(model_path, Path(tmp) / "frames.npy", Path(tmp) / "out.npz", marker_nr=MARKER_SYSCALL)
         progress(f"counting {peer_name} {peer.version} on the emulated CPU ({len(frames)} frames)")
