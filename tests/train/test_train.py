@@ -80,6 +80,8 @@ def test_training_resumes_exactly_from_its_checkpoint(tmp_path, one_torch_thread
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.losses == straight.losses
+    # the smoothing goes on from the exact value, not the rounded one the report keeps
+    assert resumed.smoothed_loss == straight.smoothed_loss
     # and the weights did move
     fresh = train(replace(TINY, steps=1), tmp_path / "one.pt").model.state_dict()
     assert not all(torch.equal(a[k], fresh[k]) for k in a)

@@ -150,7 +150,8 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     step: int = 0
     elapsed_s: float = 0.0  # training wall time, summed over resumes
-    losses: list[float] | None = None
+    losses: list[float] | None = None  # the smoothed loss after each step, rounded for the report
+    smoothed_loss: float = float("nan")  # unrounded, so a resumed run smooths on from the exact value
 
 
 def _new_state(config: TrainConfig) -> TrainState:
@@ -178,6 +179,7 @@ def save_state(state: TrainState, path: Path) -> None:
             "step": state.step,
             "elapsed_s": state.elapsed_s,
             "losses": list(state.losses or []),
+            "smoothed_loss": state.smoothed_loss,
         },
         buffer,
     )
@@ -201,6 +203,8 @@ def load_state(path: Path, config: TrainConfig) -> TrainState:
     state.model.load_state_dict(obj["model"])
     state.optimizer.load_state_dict(obj["optimizer"])
     state.step, state.elapsed_s, state.losses = int(obj["step"]), float(obj["elapsed_s"]), list(obj["losses"])
+    # states written before the exact value was kept resume from the rounded one
+    state.smoothed_loss = float(obj.get("smoothed_loss", state.losses[-1] if state.losses else float("nan")))
     return state
 
 
@@ -220,7 +224,7 @@ def train(
         state = _new_state(config)
     model, optimizer = state.model.train(), state.optimizer
     model_config = config.model_config()
-    smoothed = state.losses[-1] if state.losses else float("nan")
+    smoothed = state.smoothed_loss
     size = config.frame_size
     while state.step < config.steps:
         started = time.perf_counter()
@@ -243,6 +247,7 @@ def train(
             raise TsmDeployError(f"{config.name}: loss became {value} at step {state.step}; lower the learning rate")
         smoothed = value if math.isnan(smoothed) else 0.95 * smoothed + 0.05 * value
         state.step += 1
+        state.smoothed_loss = smoothed
         state.losses.append(round(smoothed, 5))
         state.elapsed_s += time.perf_counter() - started
         if state.step % config.checkpoint_every == 0 or state.step == config.steps:
