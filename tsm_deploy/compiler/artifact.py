@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import tvm
 
@@ -26,6 +26,9 @@ from .build import build_executable, export_module
 from .passes.merge_shifts import merge_shifts_into_consumers
 from .pipeline import ModelIO, prepare_module
 from .records import TuningCoverage, apply_records
+
+if TYPE_CHECKING:
+    from ..quantize import QuantSpec
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ def build_manifest(
     coverage: TuningCoverage,
     labels: list[str] | None,
     task: dict[str, Any] | None = None,
+    quantization: dict[str, Any] | None = None,
 ) -> Manifest:
     return Manifest(
         model={**checkpoint.config.to_dict(), "checkpoint_sha256": checkpoint.sha256, "source": checkpoint.source},
@@ -76,6 +80,7 @@ def build_manifest(
         labels=tuple(labels) if labels else None,
         tuning=coverage.to_dict(),
         task=task,
+        quantization=quantization,
     )
 
 
@@ -87,6 +92,7 @@ def compile_artifact(
     labels: list[str] | None = None,
     progress: Callable[[str], None] = lambda message: None,
     frame_size: tuple[int, int] | None = None,
+    quant: "QuantSpec | None" = None,
 ) -> CompileResult:
     """Compile ``checkpoint`` for ``target`` into the artifact directory ``output`` (written atomically).
 
@@ -94,13 +100,14 @@ def compile_artifact(
     its fallbacks (``tuning_logs/<target>/``), a MetaSchedule database directory or a sequence of them
     (applied in order), or ``None`` for none.
     ``frame_size`` ``(height, width)``: compile the preprocessing in (uint8 frames of that size in).
+    ``quant``: compile in int8 with this calibration (its scales go into the manifest).
     """
     target.require_tools()
     labels = labels if labels is not None else checkpoint.labels
     if labels is not None and len(labels) != checkpoint.config.n_class:
         raise TsmDeployError(f"{len(labels)} labels given for a model with {checkpoint.config.n_class} classes")
     libraries = libraries_for(target, database)
-    prepared = prepare_module(checkpoint, target, frame_size=frame_size, progress=progress)
+    prepared = prepare_module(checkpoint, target, frame_size=frame_size, progress=progress, quant=quant)
     tvm_target = target.tvm()
     progress("applying tuning records")
     mod, coverage = apply_records(prepared.mod, tvm_target, libraries)
@@ -117,7 +124,8 @@ def compile_artifact(
         module_path = tmp / MODULE_FILE
         progress("linking module" + (f" with {target.cross_compiler}" if target.cross_compiler else ""))
         export_module(executable, module_path, target)
-        manifest = build_manifest(checkpoint, target, module_path, prepared.io, coverage, labels, checkpoint.task)
+        manifest = build_manifest(checkpoint, target, module_path, prepared.io, coverage, labels, checkpoint.task,
+                                  quant.to_json() if quant is not None else None)
         atomic_write_text(tmp / MANIFEST_NAME, manifest.to_json())
     log.info("wrote artifact %s", output)
     return CompileResult(Path(output), manifest, coverage)

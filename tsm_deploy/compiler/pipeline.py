@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import tvm
 from tvm import relax
@@ -27,10 +27,14 @@ from ..frontend.relax import ShiftReport, check_static_shift, import_onnx
 from ..models.wrapper import PackedState
 from .passes.clip_shift import clip_shifts_as_kernels
 from .passes.fold_permutes import fold_permutes
+from .passes.int8_conv import int8_convolutions
 from .passes.pack_state import pack_state_by_parts
 from .passes.relu_from_clip import relu_from_clip
 from .passes.shift_state import shifts_write_state, state_in_place
 from .records import attach_layout_free
+
+if TYPE_CHECKING:
+    from ..quantize import QuantSpec
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,7 @@ def prepare_module(
     check_ort: bool = True,
     frame_size: tuple[int, int] | None = None,
     progress: Callable[[str], None] = lambda message: None,
+    quant: "QuantSpec | None" = None,
 ) -> PreparedModule:
     """Export, import, check the shift and fuse ``checkpoint``'s model for ``target`` (a DeployTarget).
 
@@ -73,8 +78,14 @@ def prepare_module(
     ``frame_size`` ``(height, width)`` puts the preprocessing in front of the network, compiled with
     it: uint8 camera frames of that size in (the network's own kernels, and so their records, stay
     the same; the preprocessing adds a few small tasks of its own).
+    ``quant`` (a :class:`~tsm_deploy.quantize.QuantSpec` calibrated on this model): the model is
+    fake-quantized before export and its convolutions compile as integer kernels.
     """
     model = checkpoint.model()
+    if quant is not None:
+        from ..quantize import fake_quantize
+
+        model = fake_quantize(model, quant)
     state_layout, state_parts = "NCHW", ()
     if channels_last(target.tvm()) and model.state_pairs():
         model = PackedState(model).eval()
@@ -136,6 +147,7 @@ def fuse(mod: tvm.IRModule, target: tvm.target.Target, prepack: bool = False) ->
     are meant to be tuned.
     """
     with target:
+        mod = int8_convolutions(mod)  # a fake-quantized export's convolutions on integers; no-op on fp32
         if channels_last(target):
             mod = relax.transform.FoldConstant()(mod)  # the importer's isnan/where on the clip bounds
             mod = relu_from_clip(mod)

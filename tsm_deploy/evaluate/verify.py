@@ -9,6 +9,14 @@ of every buffer, and whether the top-1 agrees. A step passes when the logits' ma
 within ``tolerance``, the top-1 agrees, and both sides' outputs are finite: a NaN or infinity on
 either side is a failure, counted in ``non_finite_steps``.
 
+An int8 artifact is compared with the fake-quantized PyTorch model (the integers it runs, computed in
+fp32), in quantization steps: the two sum in another order, so a requantized value that lies within
+an fp32 rounding of a half step can land one step apart, and that step travels on through the network
+and the state. Its buffers pass within :data:`INT8_STATE_STEPS` steps of their grid, its logits within
+``tolerance + rtol x max |reference logit|`` (``rtol`` :data:`INT8_RTOL` unless given), and a top-1
+that differs fails only where the reference's lead over its second class is beyond that tolerance (a
+near tie is not a decision). The report adds the top-1 agreement with the fp32 model.
+
 Where the artifact runs is a :class:`~tsm_deploy.evaluate.runners.Runner`: this host, QEMU or RPC;
 the reference is the :class:`~tsm_deploy.evaluate.runners.local.TorchRunner` of the checkpoint.
 """
@@ -35,6 +43,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FRAMES = 32
 DEFAULT_TOLERANCE = 1e-4
+# int8 artifacts vs the fake-quantized model (module docstring). Measured on a seeded random
+# MobileNetV2 (64x64, width 0.5) over 12 frames: state within 4 steps, logits within 1.9 % of max |logit|.
+INT8_STATE_STEPS = 8
+INT8_RTOL = 0.05
 HOST_HINT = "verify it with --emulate (aarch64) or --rpc HOST:PORT on the device"
 
 
@@ -66,6 +78,9 @@ class VerifyReport:
     kind: str = "stream"
     rtol: float = 0.0  # logits may also be off by rtol x max |reference logit|
     non_finite_steps: int = 0  # steps where either side returned NaN or infinity (logits or buffers)
+    precision: str = "fp32"
+    buffers_max_steps: float | None = None  # int8: the buffers' max error in steps of their grid
+    top1_agreement_fp32: float | None = None  # int8: top-1 agreement of the artifact with the fp32 model
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -89,6 +104,12 @@ class VerifyReport:
             f"{self.buffers_max_abs_error:.3e}, top-1 agreement {self.top1_agreement:.1%}"
             + (f"; {self.non_finite_steps} {steps} with NaN or infinite outputs" if self.non_finite_steps else "")
         )
+        if self.precision == "int8":
+            lines.append(
+                f"int8: compared with the fake-quantized model; buffers within {self.buffers_max_steps:g} steps of "
+                f"their grid (allowed {INT8_STATE_STEPS}); top-1 agreement with the fp32 model "
+                f"{self.top1_agreement_fp32:.1%}")
+        return "\n".join(lines)
         return "\n".join(lines)
 
 
@@ -104,6 +125,32 @@ def check_checkpoint_matches(manifest: Manifest, checkpoint: LoadedCheckpoint) -
             )
     if manifest.model.checkpoint_sha256 != checkpoint.sha256:
         log.warning("checkpoint %s is not the one the artifact was compiled from (sha256 differs)", checkpoint.source)
+
+
+def reference_model(manifest: Manifest, checkpoint: LoadedCheckpoint):
+    """What the artifact must compute: the checkpoint's model, fake-quantized with the manifest's
+    calibration for an int8 artifact (the integers it runs, in fp32)."""
+    model = checkpoint.model()
+    if manifest.quantization is None:
+        return model
+    from ..quantize import QuantSpec, fake_quantize
+
+    return fake_quantize(model, QuantSpec.from_json(manifest.quantization))
+
+
+def _state_steps(manifest: Manifest, checkpoint: LoadedCheckpoint) -> list[float] | None:
+    """An int8 artifact's state grid steps, one per buffer (None: fp32, compared absolutely)."""
+    if manifest.quantization is None:
+        return None
+    from ..quantize import QuantSpec, state_grids
+
+    return [g.scale for g in state_grids(checkpoint.model(), QuantSpec.from_json(manifest.quantization))]
+
+
+def _margin(logits: np.ndarray) -> float:
+    """How far the top class leads the second."""
+    flat = np.sort(np.asarray(logits, dtype=np.float64).reshape(-1))
+    return float(flat[-1] - flat[-2]) if flat.size > 1 else float("inf")
 
 
 def _scale(reference: np.ndarray) -> float:
@@ -138,34 +185,46 @@ def verify_artifact(
     check_checkpoint_matches(manifest, checkpoint)
     runner = runner or ArtifactRunner(artifact_dir, name="host", hint=HOST_HINT)
     inputs = seeded_inputs(manifest, frames, seed)
+    steps = _state_steps(manifest, checkpoint)
+    if steps is not None and not rtol:
+        rtol = INT8_RTOL
     log.info("running %d steps through PyTorch", frames)
-    want = TorchRunner(checkpoint.model(), prepare=reference_preparation(manifest)).run(inputs)
+    want = TorchRunner(reference_model(manifest, checkpoint), prepare=reference_preparation(manifest)).run(inputs)
+    fp32 = TorchRunner(checkpoint.model(), prepare=reference_preparation(manifest)).run(inputs) if steps is not None else None
     progress(0, frames)
     log.info("running %d steps through the artifact (%s)", frames, runner.name)
     got = runner.run(inputs)
     if len(got) != frames:
         raise TsmDeployError(f"runner {runner.name} returned {len(got)} steps, expected {frames}")
     per_frame = []
-    non_finite, within = 0, True
+    non_finite, within, decisive_misses = 0, True, 0
+    max_steps = 0.0
     for i, (ref, art) in enumerate(zip(want, got)):
         diff = float(np.max(np.abs(ref.logits - art.logits)))
         if len(ref.state) != len(art.state):
             raise TsmDeployError(f"runner {runner.name} returned {len(art.state)} buffers, expected {len(ref.state)}")
-        buffer_diff = max((float(np.max(np.abs(a - b))) for a, b in zip(ref.state, art.state)), default=0.0)
+        buffer_diffs = [float(np.max(np.abs(a - b))) if a.size else 0.0 for a, b in zip(ref.state, art.state)]
+        buffer_diff = max(buffer_diffs, default=0.0)
         if not _finite(ref.logits, art.logits, *ref.state, *art.state):
             non_finite += 1
             log.warning("step %d: %s returned NaN or infinity", i,
                         "the artifact" if _finite(ref.logits, *ref.state) else "PyTorch")
             diff = buffer_diff = float("nan")
-        within = within and diff <= tolerance + rtol * _scale(ref.logits)
+        allowed = tolerance + rtol * _scale(ref.logits)
+        within = within and diff <= allowed
+        if steps is not None:
+            max_steps = max([max_steps] + [d / s for d, s in zip(buffer_diffs, steps) if s > 0])
+        top1_ref, top1_art = int(np.argmax(ref.logits)), int(np.argmax(art.logits))
+        if top1_ref != top1_art and (steps is None or _margin(ref.logits) > allowed):
+            decisive_misses += 1
         per_frame.append(
             FrameParity(
                 frame=i,
                 logits_max_abs=diff,
                 logits_max_rel=_relative(diff, ref.logits),
                 buffers_max_abs=buffer_diff,
-                top1_reference=int(np.argmax(ref.logits)),
-                top1_artifact=int(np.argmax(art.logits)),
+                top1_reference=top1_ref,
+                top1_artifact=top1_art,
             )
         )
         progress(i + 1, frames)
@@ -173,6 +232,10 @@ def verify_artifact(
     buffers_max = max(p.buffers_max_abs for p in per_frame)
     agreement = sum(p.top1_reference == p.top1_artifact for p in per_frame) / frames
     finite = all(np.isfinite(p.logits_max_abs) and np.isfinite(p.buffers_max_abs) for p in per_frame)
+    buffers_within = buffers_max <= tolerance if steps is None else max_steps <= INT8_STATE_STEPS
+    agreement_fp32 = None
+    if fp32 is not None:
+        agreement_fp32 = sum(int(np.argmax(f.logits)) == int(np.argmax(a.logits)) for f, a in zip(fp32, got)) / frames
     return VerifyReport(
         artifact=str(artifact_dir),
         target=manifest.target.name,
@@ -185,11 +248,14 @@ def verify_artifact(
         max_rel_error=max(p.logits_max_rel for p in per_frame),
         buffers_max_abs_error=buffers_max,
         top1_agreement=agreement,
-        passed=finite and non_finite == 0 and within and buffers_max <= tolerance and agreement == 1.0,
+        passed=finite and non_finite == 0 and within and buffers_within and decisive_misses == 0,
         per_frame=per_frame,
         kind=manifest.kind,
         rtol=rtol,
         non_finite_steps=non_finite,
+        precision=manifest.precision,
+        buffers_max_steps=max_steps if steps is not None else None,
+        top1_agreement_fp32=agreement_fp32,
     )
 
 

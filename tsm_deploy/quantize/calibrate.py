@@ -16,8 +16,9 @@ What is quantized, and how (the form integer kernels consume):
   per-frame arg-maxes unchanged. With quantization at convolution inputs only, max, 99.999 and 99.99
   gave the same top-1; 99.9 clipped enough to change 3 % of the per-frame arg-maxes.
 
-Only the fake-quantized PyTorch model exists so far: integer kernels for Relax (an int8 x int8 ->
-int32 convolution with the requantization fused) are still to be written.
+The fake-quantized model exports with QuantizeLinear / DequantizeLinear at its quantization points;
+:func:`tsm_deploy.compiler.pipeline.prepare_module` given the spec compiles its convolutions as
+uint8 x int8 -> int32 kernels (:mod:`tsm_deploy.compiler.passes.int8_conv`).
 
 Shift-aware by construction: the state a shifted block caches is a slice of the block's input, which
 is the previous block's (quantized) output, so the state carries that tensor's scale and zero point,
@@ -39,7 +40,8 @@ from torch import nn
 
 from ..errors import TsmDeployError
 
-__all__ = ["DEFAULT_PERCENTILE", "ActivationQuant", "QuantSpec", "calibrate", "fake_quantize", "quantize_weight"]
+__all__ = ["DEFAULT_PERCENTILE", "ActivationQuant", "QuantSpec", "calibrate", "fake_quantize", "quantize_weight",
+           "state_grids"]
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,9 @@ class ActivationQuant:
         return cls(scale=float(scale), zero_point=int(np.clip(round(-lo / scale), 0, 255)))
 
     def fake(self, x: torch.Tensor) -> torch.Tensor:
-        q = torch.clamp(torch.round(x / self.scale) + self.zero_point, 0, 255)
-        return (q - self.zero_point) * self.scale
+        # PyTorch's own op: it exports as a QuantizeLinear / DequantizeLinear pair, which the compiler
+        # turns into integer kernels (tsm_deploy.compiler.passes.int8_conv)
+        return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, 0, 255)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,16 @@ class QuantSpec:
     def to_json(self) -> dict[str, Any]:
         return {"method": self.method, "frames": self.frames, "weights": "int8 symmetric per output channel",
                 "activations": {k: {"scale": v.scale, "zero_point": v.zero_point} for k, v in self.activations.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "QuantSpec":
+        """The spec an int8 artifact's manifest records (:meth:`to_json`)."""
+        try:
+            return cls(method=str(data["method"]), frames=int(data["frames"]), activations={
+                str(k): ActivationQuant(scale=float(v["scale"]), zero_point=int(v["zero_point"]))
+                for k, v in data["activations"].items()})
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise TsmDeployError(f"malformed quantization section ({type(exc).__name__}: {exc})") from None
 
 
 def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,3 +195,19 @@ def fake_quantize(model: nn.Module, spec: QuantSpec) -> nn.Module:
             module.register_forward_hook(
                 lambda m, args, out, act=act: (act.fake(out[0]), *out[1:]) if isinstance(out, tuple) else act.fake(out))
     return model
+
+
+def state_grids(model: nn.Module, spec: QuantSpec) -> list[ActivationQuant]:
+    """The grid of each state buffer of the stream `model`, in its buffer order: a shifted block caches a
+    slice of its input, the previous block's quantized output."""
+    blocks = getattr(model, "features", None)
+    if not isinstance(blocks, nn.ModuleList):
+        raise TsmDeployError("int8: only stream models with a block list (features) are quantized")
+    grids = []
+    for i, block in enumerate(blocks):
+        if hasattr(block, "fold_div"):  # a shifted block: its state is a slice of its input
+            key = f"features.{i - 1}:out"
+            if key not in spec.activations:
+                raise TsmDeployError(f"quantization spec has no parameters for {key}: calibrated on another model?")
+            grids.append(spec.activations[key])
+    return grids

@@ -224,6 +224,7 @@ class Manifest:
     labels: tuple[str, ...] | None = None
     tuning: dict[str, Any] = field(default_factory=dict)
     task: dict[str, Any] | None = None  # what the model was trained for: frame rate, clip length...
+    quantization: dict[str, Any] | None = None  # int8 artifacts: the calibration's scales; None: fp32
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -235,6 +236,10 @@ class Manifest:
     @property
     def kind(self) -> str:
         return self.io.kind
+
+    @property
+    def precision(self) -> str:
+        return "int8" if self.quantization else "fp32"
 
     def input(self, name: str) -> TensorSpec:
         return next(spec for spec in self.inputs if spec.name == name)
@@ -271,6 +276,8 @@ class Manifest:
             "tsm_deploy_version": self.tsm_deploy_version,
             "module": {"file": self.module_file, "sha256": self.module_sha256},
             "tuning": self.tuning,
+            "precision": self.precision,
+            "quantization": self.quantization,
         }
         return json.dumps(data, indent=2) + "\n"
 
@@ -324,6 +331,7 @@ class Manifest:
             labels=tuple(labels) if labels else None,
             tuning=_mapping(data.get("tuning") or {}, "tuning"),
             task=_mapping(data["task"], "task") if data.get("task") is not None else None,
+            quantization=_mapping(data["quantization"], "quantization") if data.get("quantization") else None,
             format_version=version,
         )
         _check_consistent(manifest)
