@@ -164,7 +164,8 @@ class ProgressBar:
             self.bar.__exit__(None, None, None)
 
 
-def echo_coverage(coverage: Any, target: Any, checkpoint: Path | None, frame_size: tuple[int, int] | None) -> None:
+def echo_coverage(coverage: Any, target: Any, checkpoint: Path | None, frame_size: tuple[int, int] | None,
+                  precision: str = "fp32") -> None:
     """What the records covered, by work; what is missing and the ``tune`` command that fills exactly that."""
     click.echo(coverage.line())
     if not coverage.missing_macs or target.tuning_logs is None:
@@ -178,6 +179,34 @@ def echo_coverage(coverage: Any, target: Any, checkpoint: Path | None, frame_siz
         command += f" --checkpoint {checkpoint}"
     if frame_size is not None:
         command += f" --frame-size {frame_size[1]}x{frame_size[0]}"
+    if precision != "fp32":
+        command += f" --precision {precision}"
     if target.is_cross:
         command += " --emulate" if target.arch == "aarch64" and target.device == "cpu" else " --rpc-tracker HOST:PORT"
     click.echo(f"to tune exactly those: {command}")
+
+
+def precision_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--precision and --calibration (compile, tune, bench: the same network, the same kernels)."""
+    command = click.option(
+        "--calibration", type=click.Path(path_type=Path), default=None, metavar="VIDEO|FOLDER",
+        help="int8: frames to calibrate on, a video (or image) file or a folder of them (default: the model's "
+             "own task for the default model, else seeded frames).")(command)
+    return click.option(
+        "--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+        help="int8: post-training quantization (stream models): per-channel int8 weights, calibrated uint8 "
+             "activations, integer convolutions.")(command)
+
+
+def quantization_for(checkpoint: Any, precision: str, calibration: Path | None) -> Any:
+    """The int8 calibration ``--precision`` / ``--calibration`` ask for (a QuantSpec), or None for fp32."""
+    if calibration is not None and precision != "int8":
+        raise TsmDeployError("--calibration is for --precision int8")
+    if precision != "int8":
+        return None
+    from ..quantize import calibrate_checkpoint
+
+    progress("calibrating int8")
+    quant = calibrate_checkpoint(checkpoint, calibration)
+    click.echo(f"int8: calibrated {len(quant.activations)} tensors on {quant.source} ({quant.method})", err=True)
+    return quant

@@ -14,7 +14,9 @@ from .common import (
     handles_errors,
     load_checkpoint_for,
     model_overrides,
+    precision_options,
     progress,
+    quantization_for,
     load_target_for,
     target_options,
     tuning_db_option,
@@ -32,6 +34,7 @@ from .common import (
 @click.option("--ort-tolerance", default=None, metavar="[ATOL,]RTOL",
               help="ONNX Runtime vs PyTorch check: max abs error <= ATOL + RTOL x max |logit| "
                    "(default 1e-4,1e-4; one number sets RTOL).")
+@precision_options
 @handles_errors
 def command(
     checkpoint: Path | None,
@@ -46,6 +49,8 @@ def command(
     cuda_arch: str | None,
     frame_size: str | None,
     ort_tolerance: str | None,
+    precision: str,
+    calibration: Path | None,
 ) -> None:
     """Compile a checkpoint into an artifact (module + manifest.json) for a target."""
     from ..support.atomic import check_writable
@@ -54,6 +59,8 @@ def command(
     from ..frontend.export import ort_tolerance as checked_with
 
     tolerance = parse_ort_tolerance(ort_tolerance)
+    if calibration is not None and precision != "int8":
+        raise TsmDeployError("--calibration is for --precision int8")  # before any work
 
     echo_args("compile", checkpoint=checkpoint, target=target_name, output=output, tuning_db=tuning_db)
     check_writable(output)  # a read-only output fails now, not after the build
@@ -61,10 +68,11 @@ def command(
     loaded = load_checkpoint_for(checkpoint, model_overrides(input_size, fold_div, segments))
     label_list = [line.strip() for line in labels.read_text().splitlines() if line.strip()] if labels else None
     database: Any = None if no_tuning else (tuning_db if tuning_db is not None else TARGET_RECORDS)
+    quant = quantization_for(loaded, precision, calibration)
     with checked_with(tolerance):
         result = compile_artifact(loaded, target, output, database=database, labels=label_list, progress=progress,
-                                  frame_size=size)
-    echo_coverage(result.coverage, target, checkpoint, size)
+                                  frame_size=size, quant=quant)
+    echo_coverage(result.coverage, target, checkpoint, size, precision)
     click.echo(f"wrote {describe(result)}")
 
 

@@ -16,6 +16,8 @@ from .common import (
     load_target_for,
     model_overrides,
     place_options,
+    precision_options,
+    quantization_for,
     resolve_place_for,
     target_options,
     tuning_db_option,
@@ -34,6 +36,7 @@ from .common import (
 @click.option("--max-tasks", type=click.IntRange(min=1), default=None, help="Tune only the N most expensive tasks.")
 @tuning_db_option("Database directory (default: the target's record library tuning_logs/<target>/, which compile reads).")
 @click.option("--no-prepack", is_flag=True, help="Do not rewrite weight layouts (default: on for CPU targets).")
+@precision_options
 @handles_errors
 def command(
     checkpoint: Path | None,
@@ -48,6 +51,8 @@ def command(
     no_prepack: bool,
     cuda_arch: str | None,
     frame_size: str | None,
+    precision: str,
+    calibration: Path | None,
     **place: Any,
 ) -> None:
     """Tune a model's kernels for a target with MetaSchedule (resumable; records go to tuning_logs/).
@@ -61,6 +66,7 @@ def command(
     target, size = load_target_for(target_name, cuda_arch, frame_size)
     where = resolve_place_for({**target.to_manifest(), "rpc_key": target.rpc_key}, place, tracker_only=True)
     loaded = load_checkpoint_for(checkpoint, model_overrides(input_size, fold_div, segments))
+    quant = quantization_for(loaded, precision, calibration)
 
     def progress(task: str, done: int, wanted: int, best_us: float | None) -> None:
         best = f"{best_us:.1f} us" if best_us is not None else "no valid trial yet"
@@ -69,7 +75,7 @@ def command(
     summary = tune_model(
         loaded, target, trials or DEFAULT_TRIALS, database_dir=tuning_db, place=where,
         prepack=False if no_prepack else None, max_tasks=max_tasks, progress=progress,
-        frame_size=size, missing_only=trials is None, budget_s=budget * 60 if budget else None,
+        frame_size=size, missing_only=trials is None, budget_s=budget * 60 if budget else None, quant=quant,
     )
     if summary.untuned_tasks:
         click.echo(f"not tuned yet: {len(summary.untuned_tasks)} kernels (run again to continue)", err=True)

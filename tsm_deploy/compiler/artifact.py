@@ -132,5 +132,5 @@ def compile_artifact(
 
 
 def describe(result: CompileResult) -> str:
-    return (f"{result.artifact}: {result.manifest.target.name}, {result.coverage.line()}, "
+    return (f"{result.artifact}: {result.manifest.target.name}, {result.manifest.precision}, {result.coverage.line()}, "
             f"module sha256 {result.manifest.module_sha256[:12]}")

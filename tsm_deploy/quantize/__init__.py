@@ -2,6 +2,7 @@
 
 from .calibrate import (
     DEFAULT_PERCENTILE,
+    INT8_RTOL,
     ActivationQuant,
     QuantSpec,
     calibrate,
@@ -9,6 +10,7 @@ from .calibrate import (
     quantize_weight,
     state_grids,
 )
+from .frames import DEFAULT_CALIBRATION_FRAMES, CalibrationFrames, calibrate_checkpoint, calibration_frames
 
-__all__ = ["DEFAULT_PERCENTILE", "ActivationQuant", "QuantSpec", "calibrate", "fake_quantize", "quantize_weight",
-           "state_grids"]
+__all__ = ["DEFAULT_PERCENTILE", "INT8_RTOL", "ActivationQuant", "QuantSpec", "calibrate", "fake_quantize", "quantize_weight",
+           "state_grids", "DEFAULT_CALIBRATION_FRAMES", "CalibrationFrames", "calibrate_checkpoint", "calibration_frames"]

@@ -35,19 +35,20 @@ METADATA_FILE = "tuning.json"
 DEFAULT_KEEP = 16  # records kept per workload by compaction
 
 
-def model_key(config: ModelConfig) -> str:
+def model_key(config: ModelConfig, precision: str = "fp32") -> str:
     """A model's name in a library's ``tuning.json``: everything that changes its kernels.
 
     Architecture (which fixes the shift direction: ``*_online`` is uni-directional), input size,
     width, fold, classes; for clip models the segments and temporal pooling; a non-default
-    placement; no shift. float32 is the only dtype so far (a quantized model adds ``-int8``).
+    placement; no shift; ``-int8`` for the quantized network.
     """
     key = f"{config.arch}-s{config.input_size}-w{config.width_mult:g}-f{config.fold_div}-c{config.n_class}"
     if model_spec(config.arch).io_kind == "clip":
         key += f"-t{config.n_segment}" + ("-tpool" if config.temporal_pool else "")
     if config.placement != "residual":
         key += f"-{config.placement}"
-    return key if config.shift else key + "-noshift"
+    key = key if config.shift else key + "-noshift"
+    return key if precision == "fp32" else f"{key}-{precision}"
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from ..compiler.kernels import is_scheduled
 from ..compiler.pipeline import prepare_module
 from ..errors import TsmDeployError
 from ..evaluate.place import EMULATED, HOST, RPC, Place
+from ..quantize import QuantSpec
 from ..support.host import cpu_name
 from ..target.arch import require_emulatable
 from ..target.library import WorkingCopy, library_dir, workload_key, library_lock, measurement_kind, model_key, read_metadata
@@ -227,6 +228,7 @@ def tune_model(
     frame_size: tuple[int, int] | None = None,
     missing_only: bool = False,
     budget_s: float | None = None,
+    quant: QuantSpec | None = None,
 ) -> TuningSummary:
     """Tune ``checkpoint``'s model for ``target`` until every task has had ``trials_per_task`` trials.
 
@@ -238,7 +240,8 @@ def tune_model(
     candidates are measured: an emulated CPU of the target (instruction counts) or the devices of an
     RPC tracker (:func:`tsm_deploy.evaluate.place.resolve_place`). ``frame_size`` tunes the compiled
     preprocessing's tasks too (compile ``--frame-size``). ``progress(task_name, trials_done,
-    trials_wanted, best_latency_us)`` is called after every batch.
+    trials_wanted, best_latency_us)`` is called after every batch. ``quant`` tunes the int8 network
+    compile builds with that calibration (its kernels do not depend on the calibration's values).
     """
     start = time.perf_counter()
     place = place or Place(HOST)
@@ -246,7 +249,7 @@ def tune_model(
     settings = SearchSettings(trials_per_iter, build_timeout, population_size, seed)
     with library_lock(path):
         session = TuningSession.open(checkpoint, target, trials_per_task, path, place, prepack, frame_size, settings,
-                                     progress)
+                                     progress, quant)
         try:
             states, selected = session.plan(max_tasks, missing_only)
             for rank, i in enumerate(selected, 1):
@@ -293,7 +296,8 @@ class TuningSession:
     @classmethod
     def open(cls, checkpoint: LoadedCheckpoint, target: DeployTarget, trials_per_task: int, path: Path, place: Place,
              prepack: bool | None, frame_size: tuple[int, int] | None, settings: SearchSettings,
-             progress: Callable[[str, int, int, float | None], None] | None) -> "TuningSession":
+             progress: Callable[[str, int, int, float | None], None] | None,
+             quant: QuantSpec | None = None) -> "TuningSession":
         """Prepare the model as compile does, extract its tasks, start the builder and the runner."""
         old = read_metadata(path)
         kind = {EMULATED: "emulated-instructions", RPC: "rpc"}.get(place.kind, "local")
@@ -308,13 +312,13 @@ class TuningSession:
         warming = builder.start()  # the workers import TVM's tensor intrinsics while the model is prepared
         close_runner: Callable[[], None] = lambda: None
         try:
-            mod = prepare_module(checkpoint, target, prepack=prepack, frame_size=frame_size).mod
+            mod = prepare_module(checkpoint, target, prepack=prepack, frame_size=frame_size, quant=quant).mod
             extracted = [  # hand-written kernels (the state packing) come scheduled: nothing to tune
                 task for task in ms.relax_integration.extract_tasks(mod, target.tvm(), module_equality="structural")
                 if not is_scheduled(task.dispatched[0]["main"])
             ]
             runner, close_runner, measured_on = _runner(target, place)
-            key = model_key(checkpoint.config)
+            key = model_key(checkpoint.config, "int8" if quant is not None else "fp32")
             working = WorkingCopy(path, _run_metadata(old, target, checkpoint, key, prepack, kind, measured_on))
         except BaseException:
             builder.shutdown()

@@ -156,6 +156,14 @@ class _Int8Rewriter(relax.PyExprMutator):
         return out
 
 
+def _parameter(value: float, like: relax.Expr) -> relax.Constant:
+    """A scale or zero point as a one-element tensor of ``like``'s rank, not a scalar: a scalar is written
+    into the kernel's code, so kernels of one shape would differ by calibration, each a workload of its
+    own; a tensor is an argument, and every calibration of a model shares its kernels' tuning records.
+    The rank lets layout conversion carry it to NHWC (a 1-d operand made it wrap each op in transposes)."""
+    return relax.const(np.full((1,) * len(like.ty.shape), value, dtype=np.float32))
+
+
 @relax.expr_functor.mutator
 class _QdqLowering(relax.PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802
@@ -167,13 +175,14 @@ class _QdqLowering(relax.PyExprMutator):
         if call.op == DEQUANTIZE:
             centred = relax.op.astype(call.args[0], "float32")
             if zero:
-                centred = relax.op.subtract(self.builder_.emit(centred), relax.const(float(zero), "float32"))
-            return relax.op.multiply(self.builder_.emit(centred), relax.const(scale, "float32"))
+                centred = relax.op.subtract(self.builder_.emit(centred), _parameter(zero, call.args[0]))
+            return relax.op.multiply(self.builder_.emit(centred), _parameter(scale, call.args[0]))
         info = np.iinfo(dtype)
-        steps = self.builder_.emit(relax.op.round(self.builder_.emit(
-            relax.op.divide(call.args[0], relax.const(scale, "float32")))))
+        # x * (1 / scale), rounded half to even, as PyTorch's fake quantization computes it
+        inverse = float(np.float32(1) / np.float32(scale))
+        steps = self.builder_.emit(relax.op.round(self.builder_.emit(relax.op.multiply(call.args[0], _parameter(inverse, call.args[0])))))
         if zero:
-            steps = self.builder_.emit(relax.op.add(steps, relax.const(float(zero), "float32")))
+            steps = self.builder_.emit(relax.op.add(steps, _parameter(zero, call.args[0])))
         # maximum / minimum, not clip: clip has no layout inference
         low = self.builder_.emit(relax.op.maximum(steps, relax.const(float(info.min), "float32")))
         high = self.builder_.emit(relax.op.minimum(low, relax.const(float(info.max), "float32")))
