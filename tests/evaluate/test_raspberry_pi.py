@@ -136,3 +136,16 @@ def test_bench_peers_bad_input_is_one_line(rasp4_artifact, args, message):
     result = CliRunner().invoke(main, ["bench", str(rasp4_artifact), *args])
     assert result.exit_code == 2 and message in result.stderr, result.output
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+@pytest.mark.heavy
+def test_emulated_pi4_parity_of_an_int8_artifact(tmp_path, small_checkpoint):
+    """int8 on the Pi: integer kernels cross-compiled for the Cortex-A72 stream like the fake-quantized
+    model on the emulated CPU (the int8 rule: state in steps of its grid)."""
+    from tsm_deploy.quantize import calibrate_checkpoint
+
+    out = tmp_path / "int8-rasp4"
+    compile_artifact(small_checkpoint, load_target("rasp4"), out, database=None,
+                     quant=calibrate_checkpoint(small_checkpoint, None, 8))
+    report = verify_artifact(out, small_checkpoint, frames=3, runner=EmulatedRunner(out))
+    assert report.precision == "int8" and report.passed, report.table()
