@@ -46,9 +46,11 @@ RUNNER_NAMES = {
 
 
 def kind_of(data: Any) -> str | None:
-    """``host`` (latency), ``count`` (instructions per frame) or None (not a benchmark file)."""
+    """``host`` (latency), ``int8`` (int8 beside fp32), ``count`` (instructions per frame) or None."""
     if not isinstance(data, dict):
         return None
+    if isinstance(data.get("runners"), dict) and "tvm_int8" in data["runners"] and isinstance(data.get("ratios"), dict):
+        return "int8"
     if all(isinstance(data.get(r), dict) and "median_ms" in data[r] for r in ("tvm", "onnxruntime")):
         return "host"
     runners = data.get("runners")
@@ -169,6 +171,36 @@ def host_table(path: Path, data: dict[str, Any]) -> list[str]:
     return lines
 
 
+INT8_NAMES = {
+    "tvm_int8": "TVM int8 (the artifact)",
+    "tvm_fp32": "TVM fp32 (its twin, same records)",
+    "onnxruntime_int8": "ONNX Runtime int8 (its static quantizer, QDQ)",
+    "onnxruntime_fp32": "ONNX Runtime fp32",
+}
+
+
+def int8_table(path: Path, data: dict[str, Any]) -> list[str]:
+    runners: dict[str, Any] = data["runners"]
+    agreement = data.get("top1_agreement_fp32") or {}
+    base = (runners.get("tvm_fp32") or {}).get("median_ms")
+    lines = [_caption(path, data, "int8 latency per frame"), "",
+             "| runner | median ms / frame | p10 ms | p90 ms | vs TVM fp32 | top-1 = PyTorch fp32 |",
+             "|---|---|---|---|---|---|"]
+    for runner, name in INT8_NAMES.items():
+        stats = runners.get(runner)
+        if not isinstance(stats, dict):
+            continue
+        ratio = f"{stats['median_ms'] / base:.2f}x" if base else "-"
+        agree = f"{agreement[runner]:.0%}" if isinstance(agreement.get(runner), (int, float)) else "-"
+        lines.append(f"| {name} | {stats['median_ms']:.2f} | {stats['p10_ms']:.2f} | {stats['p90_ms']:.2f} | "
+                     f"{ratio} | {agree} |")
+    coverage = (data.get("tuning") or {}).get("int8") or {}
+    if coverage.get("tuned_fraction") is not None:
+        lines += ["", f"int8 kernels with records: {100 * coverage['tuned_fraction']:.1f} % of the "
+                      f"multiply-accumulates; top-1 agreement over the seeded (noise) timing frames."]
+    return lines
+
+
 def count_table(path: Path, data: dict[str, Any]) -> list[str]:
     runners: dict[str, Any] = data["runners"]
     label = data.get("label") or "instruction counts"
@@ -237,6 +269,8 @@ def tables(bench_dir: Path) -> str:
         kind = kind_of(data)
         if kind == "host":
             found.append((0, path.stem, host_table(path, data)))
+        elif kind == "int8":
+            found.append((0, path.stem, int8_table(path, data)))
         elif kind == "count":
             found.append((1, path.stem, count_table(path, data)))
     parts = [NOTE, ""]

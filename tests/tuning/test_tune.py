@@ -324,3 +324,22 @@ def test_small_copies_are_tuned_without_thread_parallelism():
     context = ms.TuneContext(mod=copy(16), target=tvm.target.Target({"kind": "llvm", "num-cores": 2}), space_generator=space)
     for sch in context.generate_design_space():
         assert "meta_schedule.parallel" not in str(sch.mod)
+
+
+@pytest.mark.heavy
+def test_int8_tune_records_integer_kernels_that_compile_finds(tmp_path, small_checkpoint):
+    """tune --precision int8 tunes the int8 network's kernels (integer convolutions) into the library, under
+    the model's -int8 key, and compile with another calibration of the same model finds them."""
+    from tsm_deploy.quantize import calibrate_checkpoint
+
+    db = tmp_path / "db"
+    spec = calibrate_checkpoint(small_checkpoint, None, 4)
+    tune_model(small_checkpoint, load_target(TARGET), trials_per_task=2, database_dir=db, max_tasks=1, quant=spec,
+               **FAST)
+    metadata = json.loads((db / "tuning.json").read_text())
+    assert any(key.endswith("-int8") for key in metadata["models"])
+    assert all("cast" in task["name"] for task in metadata["tasks"].values())  # int32 accumulators cast
+    other = calibrate_checkpoint(small_checkpoint, None, 6)  # other scales: the same kernels
+    assert other != spec
+    result = compile_artifact(small_checkpoint, load_target(TARGET), tmp_path / "art", database=db, quant=other)
+    assert result.coverage.tuned >= 1

@@ -19,6 +19,25 @@ def _load_average() -> float | None:
         return None
 
 
+def _source_commit() -> str | None:
+    """The commit of the checkout this package runs from (a figure says what code it measured); None
+    for an installed wheel or without git."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=True)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                "tsm_deploy"], capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
+
+
 def machine_info() -> dict[str, Any]:
     import onnxruntime
     import psutil
@@ -35,6 +54,7 @@ def machine_info() -> dict[str, Any]:
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "os": platform.platform(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": _source_commit(),
         "versions": {
             "python": platform.python_version(),
             "tvm": tvm.__version__,
