@@ -194,10 +194,6 @@ def int8_table(path: Path, data: dict[str, Any]) -> list[str]:
         agree = f"{agreement[runner]:.0%}" if isinstance(agreement.get(runner), (int, float)) else "-"
         lines.append(f"| {name} | {stats['median_ms']:.2f} | {stats['p10_ms']:.2f} | {stats['p90_ms']:.2f} | "
                      f"{ratio} | {agree} |")
-    coverage = (data.get("tuning") or {}).get("int8") or {}
-    if coverage.get("tuned_fraction") is not None:
-        lines += ["", f"int8 kernels with records: {100 * coverage['tuned_fraction']:.1f} % of the "
-                      f"multiply-accumulates; top-1 agreement over the seeded (noise) timing frames."]
     return lines
 
 
