@@ -283,7 +283,8 @@ def benchmark_emulated(
                 notes.append(f"{name}{suffix} did not run: {exc}")
     return EmulatedBenchReport(
         artifact=str(artifact_dir), target=manifest.target.name,
-        model={k: v for k, v in manifest.model.items() if k != "source"}, macs=model_macs(checkpoint),
+        model={**{k: v for k, v in manifest.model.items() if k != "source"}, "precision": manifest.precision},
+        macs=model_macs(checkpoint),
         counts=counts, qemu_cpu=art.qemu_cpu, notes=notes, peers=peer_info,
     )
 
