@@ -10,7 +10,8 @@ import pytest
 
 from tsm_deploy.compiler.artifact import compile_artifact
 from tsm_deploy.errors import TsmDeployError
-from tsm_deploy.evaluate.bench.int8 import INT8_RUNNERS, benchmark_int8, ort_static_int8, write_int8_report
+from tsm_deploy.evaluate.bench.int8 import INT8_RUNNERS, benchmark_int8, ort_static_int8
+from tsm_deploy.evaluate.bench.report import write_report
 from tsm_deploy.frontend.export import export_onnx
 from tsm_deploy.quantize import calibrate_checkpoint, calibration_frames
 from tsm_deploy.target.targets import load_target
@@ -42,7 +43,7 @@ def test_int8_bench_times_four_runners(tmp_path, small_checkpoint, small_artifac
     report = benchmark_int8(out, small_checkpoint, frames=4, warmup=1, threads=1, round_size=2)
     assert set(report.runners) == set(INT8_RUNNERS) and all(s.frames == 4 for s in report.runners.values())
     assert set(report.top1_agreement_fp32) >= {"tvm_int8", "onnxruntime_int8"}
-    write_int8_report(report, tmp_path / "r.json", tmp_path / "r.png")
+    write_report(report, tmp_path / "r.json", tmp_path / "r.png")
     data = json.loads((tmp_path / "r.json").read_text())
     assert "tvm_int8 / tvm_fp32" in data["ratios"] and (tmp_path / "r.png").stat().st_size > 1000
     with pytest.raises(TsmDeployError, match="fp32 artifact"):

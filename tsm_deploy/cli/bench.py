@@ -98,25 +98,19 @@ def command(
             click.echo(f"wrote {json_path}")
         return
     loaded = load_checkpoint_for(checkpoint, model_overrides(input_size, fold_div, segments), manifest)
-    if manifest.precision == "int8":  # beside its fp32 twin and ONNX Runtime's own int8
-        from ..evaluate.bench import DEFAULT_ROUND_SIZE
-        from ..evaluate.bench.int8 import benchmark_int8, write_int8_report
+    with ProgressBar("timing") as bar:
+        if manifest.precision == "int8":  # beside its fp32 twin and ONNX Runtime's own int8
+            from ..evaluate.bench import DEFAULT_ROUND_SIZE
+            from ..evaluate.bench.int8 import benchmark_int8
 
-        with ProgressBar("timing") as bar:
-            int8_report = benchmark_int8(artifact, loaded, frames=frames, warmup=warmup,
+            report: Any = benchmark_int8(artifact, loaded, frames=frames, warmup=warmup,
                                          threads=threads or os.cpu_count() or 1, round_size=DEFAULT_ROUND_SIZE,
                                          progress=bar.update, stage=progress)
-        click.echo(int8_report.table())
-        write_int8_report(int8_report, json_path, plot_path)
-        for path in (json_path, plot_path):
-            if path:
-                click.echo(f"wrote {path}")
-        return
-    with ProgressBar("timing") as bar:
-        report = benchmark(
-            artifact, loaded, frames=frames, warmup=warmup, threads=threads, shift_overhead=not no_shift_overhead,
-            progress=bar.update, stage=progress,
-        )
+        else:
+            report = benchmark(
+                artifact, loaded, frames=frames, warmup=warmup, threads=threads, shift_overhead=not no_shift_overhead,
+                progress=bar.update, stage=progress,
+            )
     click.echo(report.table())
     write_report(report, json_path, plot_path)
     for path in (json_path, plot_path):

@@ -59,8 +59,6 @@ def command(
     from ..frontend.export import ort_tolerance as checked_with
 
     tolerance = parse_ort_tolerance(ort_tolerance)
-    if calibration is not None and precision != "int8":
-        raise TsmDeployError("--calibration is for --precision int8")  # before any work
 
     echo_args("compile", checkpoint=checkpoint, target=target_name, output=output, tuning_db=tuning_db)
     check_writable(output)  # a read-only output fails now, not after the build

@@ -27,7 +27,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -110,7 +110,6 @@ class VerifyReport:
                 f"their grid (allowed {INT8_STATE_STEPS}); top-1 agreement with the fp32 model "
                 f"{self.top1_agreement_fp32:.1%}")
         return "\n".join(lines)
-        return "\n".join(lines)
 
 
 def check_checkpoint_matches(manifest: Manifest, checkpoint: LoadedCheckpoint) -> None:
@@ -127,24 +126,17 @@ def check_checkpoint_matches(manifest: Manifest, checkpoint: LoadedCheckpoint) -
         log.warning("checkpoint %s is not the one the artifact was compiled from (sha256 differs)", checkpoint.source)
 
 
-def reference_model(manifest: Manifest, checkpoint: LoadedCheckpoint):
-    """What the artifact must compute: the checkpoint's model, fake-quantized with the manifest's
-    calibration for an int8 artifact (the integers it runs, in fp32)."""
+def _references(manifest: Manifest, checkpoint: LoadedCheckpoint) -> tuple[Any, Any, list[float] | None]:
+    """``(reference model, fp32 model, state grid steps)``: for an fp32 artifact the checkpoint's model,
+    ``None``, ``None``; for an int8 one the model fake-quantized with the manifest's calibration (the
+    integers it runs, in fp32), the model itself, and each state buffer's grid step."""
     model = checkpoint.model()
     if manifest.quantization is None:
-        return model
-    from ..quantize import QuantSpec, fake_quantize
+        return model, None, None
+    from ..quantize import QuantSpec, fake_quantize, state_grids
 
-    return fake_quantize(model, QuantSpec.from_json(manifest.quantization))
-
-
-def _state_steps(manifest: Manifest, checkpoint: LoadedCheckpoint) -> list[float] | None:
-    """An int8 artifact's state grid steps, one per buffer (None: fp32, compared absolutely)."""
-    if manifest.quantization is None:
-        return None
-    from ..quantize import QuantSpec, state_grids
-
-    return [g.scale for g in state_grids(checkpoint.model(), QuantSpec.from_json(manifest.quantization))]
+    spec = QuantSpec.from_json(manifest.quantization)
+    return fake_quantize(model, spec), model, [g.scale for g in state_grids(model, spec)]
 
 
 def _margin(logits: np.ndarray) -> float:
@@ -185,12 +177,12 @@ def verify_artifact(
     check_checkpoint_matches(manifest, checkpoint)
     runner = runner or ArtifactRunner(artifact_dir, name="host", hint=HOST_HINT)
     inputs = seeded_inputs(manifest, frames, seed)
-    steps = _state_steps(manifest, checkpoint)
+    reference, fp32_model, steps = _references(manifest, checkpoint)
     if steps is not None and not rtol:
         rtol = INT8_RTOL
     log.info("running %d steps through PyTorch", frames)
-    want = TorchRunner(reference_model(manifest, checkpoint), prepare=reference_preparation(manifest)).run(inputs)
-    fp32 = TorchRunner(checkpoint.model(), prepare=reference_preparation(manifest)).run(inputs) if steps is not None else None
+    want = TorchRunner(reference, prepare=reference_preparation(manifest)).run(inputs)
+    fp32 = TorchRunner(fp32_model, prepare=reference_preparation(manifest)).run(inputs) if fp32_model is not None else None
     progress(0, frames)
     log.info("running %d steps through the artifact (%s)", frames, runner.name)
     got = runner.run(inputs)

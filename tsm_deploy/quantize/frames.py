@@ -23,10 +23,10 @@ import numpy as np
 
 from ..checkpoint import LoadedCheckpoint
 from ..errors import TsmDeployError
-from ..models.registry import preprocessing
+from ..models.registry import model_spec, preprocessing
 from ..runtime.preprocess import camera_frames, prepare_frame
 from ..runtime.video import open_video
-from .calibrate import QuantSpec
+from .calibrate import QuantSpec, calibrate
 
 __all__ = ["DEFAULT_CALIBRATION_FRAMES", "CalibrationFrames", "calibrate_checkpoint", "calibration_frames"]
 
@@ -96,9 +96,6 @@ def calibrate_checkpoint(checkpoint: LoadedCheckpoint, source: Path | None,
                          max_frames: int = DEFAULT_CALIBRATION_FRAMES) -> QuantSpec:
     """The int8 calibration of ``checkpoint``'s stream model on :func:`calibration_frames`. Clip models
     (offline TSM) are refused with one line: the quantization points are a stream model's."""
-    from ..models.registry import model_spec
-    from .calibrate import calibrate
-
     if model_spec(checkpoint.config.arch).io_kind != "stream":
         raise TsmDeployError(f"int8 is built for stream models (online TSM); {checkpoint.config.arch} runs clips: "
                              "compile it in fp32")

@@ -54,7 +54,7 @@ from ...target.targets import DeployTarget
 from ..inputs import reference_preparation, seeded_inputs
 from ..runners import SteppingRunner
 from ..runners.local import ArtifactRunner, OnnxRuntimeRunner, TorchRunner
-from .machine import _load_average, machine_info
+from .machine import _load_average, measured_machine
 from .measure import measure
 from .memory import _PeakRss
 from .report import RUNNERS, BenchReport, RemoteBenchReport, RunnerStats, overhead_pct, paired_overhead, write_report
@@ -252,15 +252,8 @@ def _report(artifact_dir: Path, manifest: Manifest, stats: dict[str, RunnerStats
             tuning: dict[str, Any], load_start: float | None, rss_method: str, round_size: int,
             settings: dict[str, Any]) -> BenchReport:
     paired = {n: paired_overhead(samples[n], samples[f"{n}_noshift"], round_size) for n, (_, samples) in (pairs or {}).items()}
-    machine = machine_info()
-    machine["load_average_start"] = load_start
-    machine["load_average_end"] = _load_average()
-    notes = [PEAK_RSS_NOTE, THREADS_NOTE, f"peak RSS measured with {rss_method}"]
-    if (machine["load_average_start"] or 0) > 0.5 * (os.cpu_count() or 1):
-        notes.append(
-            f"the machine was busy when the benchmark started (load average {machine['load_average_start']:.2f} "
-            f"on {os.cpu_count()} cores): absolute figures are noisy"
-        )
+    machine, load_notes = measured_machine(load_start)
+    notes = [PEAK_RSS_NOTE, THREADS_NOTE, f"peak RSS measured with {rss_method}", *load_notes]
     return BenchReport(
         artifact=str(artifact_dir),
         target=manifest.target.name,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,12 +30,11 @@ import numpy as np
 from ...checkpoint import LoadedCheckpoint
 from ...errors import TsmDeployError
 from ...runtime.manifest import read_manifest
-from ...support.atomic import atomic_write_bytes, atomic_write_text
 from ..inputs import reference_preparation, seeded_inputs
 from ..runners.local import ArtifactRunner, OnnxRuntimeRunner, TorchRunner
-from .machine import _load_average, machine_info
+from .machine import _load_average, measured_machine
 from .measure import measure
-from .report import RunnerStats
+from .report import RunnerStats, _coverage_text, plot_medians
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +102,7 @@ class Int8BenchReport:
                          f"{'' if agree is None else f'{agree:.1%}':>13}")
         lines.append(", ".join(f"{k} {v:.2f}x" for k, v in self.ratios.items()))
         for precision, cov in self.tuning.items():
-            lines.append(f"tvm_{precision} records: {cov.get('tuned_fraction', 0) * 100:.1f} % of the multiply-"
-                         f"accumulates, {cov.get('tuned', '?')}/{cov.get('tasks', '?')} kernels")
+            lines.append(f"tvm_{precision} records: {_coverage_text(cov)}")
         m, st = self.machine, self.settings
         lines.append(f"ms per frame (prepared float tensors); {self.target} on {m.get('cpu')} ({m.get('logical_cores')} "
                      f"cores), {st['threads']} threads; {st['frames']} frames per runner after {st['warmup']} warm-up; "
@@ -113,31 +110,9 @@ class Int8BenchReport:
         return "\n".join(lines)
 
     def plot(self, path: Path) -> None:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(7.5, 4.2), dpi=120)
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot(1, 1, 1)
-        med = np.array([self.runners[n].median_ms for n in INT8_RUNNERS])
-        lo = med - np.array([self.runners[n].p10_ms for n in INT8_RUNNERS])
-        hi = np.array([self.runners[n].p90_ms for n in INT8_RUNNERS]) - med
-        colors = ["#3b6ea8", "#9bb7d9", "#c0504d", "#e6a6a4"]
-        bars = ax.bar(np.arange(len(INT8_RUNNERS)), med, yerr=[lo, hi], capsize=4, color=colors)
-        for bar, value in zip(bars, med):
-            ax.annotate(f"{value:.2f}", (bar.get_x() + bar.get_width() / 2, value), xytext=(0, 2),
-                        textcoords="offset points", ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(np.arange(len(INT8_RUNNERS)), list(INT8_RUNNERS))
-        ax.set_ylabel("ms per frame (median; whiskers p10-p90)")
-        ax.set_title(f"int8 vs fp32, {self.model.get('arch')} {self.model.get('input_size')}px on {self.target}: "
-                     f"{self.machine.get('cpu', '')}, {self.settings['threads']} threads", fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
-        fig.tight_layout()
-        import io
-
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        atomic_write_bytes(Path(path), buffer.getvalue())
+        plot_medians(Path(path), INT8_RUNNERS, [(None, self.runners, "#3b6ea8")],
+                     f"int8 vs fp32, {self.model.get('arch')} {self.model.get('input_size')}px on {self.target}: "
+                     f"{self.machine.get('cpu', '')}, {self.settings['threads']} threads", value_format=".2f")
 
 
 def benchmark_int8(artifact_dir: Path, checkpoint: LoadedCheckpoint, frames: int, warmup: int, threads: int,
@@ -180,19 +155,14 @@ def benchmark_int8(artifact_dir: Path, checkpoint: LoadedCheckpoint, frames: int
         stats, _ = measure([[by_name[n]] for n in INT8_RUNNERS], runners.setup_rss, prepared, frames, warmup,
                            round_size, runners.peak, progress, settle=DEFAULT_SETTLE)
         runners.clear()
-    machine = machine_info()
-    machine["load_average_start"] = load_start
-    machine["load_average_end"] = _load_average()
+    machine, load_notes = measured_machine(load_start)
     ratios = {
         "tvm_int8 / tvm_fp32": stats["tvm_int8"].median_ms / stats["tvm_fp32"].median_ms,
         "tvm_int8 / onnxruntime_int8": stats["tvm_int8"].median_ms / stats["onnxruntime_int8"].median_ms,
         "tvm_int8 / onnxruntime_fp32": stats["tvm_int8"].median_ms / stats["onnxruntime_fp32"].median_ms,
     }
     notes = [f"onnxruntime_int8: onnxruntime.quantization.quantize_static, QDQ, per-channel int8 weights, uint8 "
-             f"activations, percentile 99.99 on {calibration.source}"]
-    if (load_start or 0) > 0.5 * (os.cpu_count() or 1):
-        notes.append(f"the machine was busy when the benchmark started (load average {load_start:.2f}): "
-                     "absolute figures are noisy")
+             f"activations, percentile 99.99 on {calibration.source}", *load_notes]
     return Int8BenchReport(
         artifact=str(artifact_dir), target=manifest.target.name,
         model={k: v for k, v in manifest.model.items() if k != "source"},
@@ -213,10 +183,3 @@ def _top1_agreement(by_name: dict[str, Any], reference: Any, prepared: np.ndarra
         got = [int(np.argmax(step.logits)) for step in by_name[name].run(prepared)]
         result[name] = sum(a == b for a, b in zip(want, got)) / len(want)
     return result
-
-
-def write_int8_report(report: Int8BenchReport, json_path: Path | None = None, plot_path: Path | None = None) -> None:
-    if json_path is not None:
-        atomic_write_text(Path(json_path), report.to_json())
-    if plot_path is not None:
-        report.plot(Path(plot_path))

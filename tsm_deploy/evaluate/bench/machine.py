@@ -64,3 +64,16 @@ def machine_info() -> dict[str, Any]:
             "tsm_deploy": __version__,
         },
     }
+
+
+def measured_machine(load_start: float | None) -> tuple[dict[str, Any], list[str]]:
+    """:func:`machine_info` with the load average at the start (given) and now, and the notes it calls
+    for (a machine busy when the benchmark started makes absolute figures noisy)."""
+    machine = machine_info()
+    machine["load_average_start"] = load_start
+    machine["load_average_end"] = _load_average()
+    notes = []
+    if (load_start or 0) > 0.5 * (os.cpu_count() or 1):
+        notes.append(f"the machine was busy when the benchmark started (load average {load_start:.2f} "
+                     f"on {os.cpu_count()} cores): absolute figures are noisy")
+    return machine, notes

@@ -176,44 +176,50 @@ class BenchReport:
 
     def plot(self, path: Path) -> None:
         """Bar chart of the medians with p10-p90 whiskers (written with the Agg canvas, no GUI)."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(7.5, 4.2), dpi=120)
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot(1, 1, 1)
-        x = np.arange(len(RUNNERS))
         groups = [("with shift", self.runners, "#3b6ea8")]
         if self.noshift is not None:
             groups.append(("without shift", self.noshift, "#b0b0b0"))
-        width = 0.8 / len(groups)
-        for i, (label, stats, color) in enumerate(groups):
-            med = np.array([stats[n].median_ms for n in RUNNERS])
-            lo = med - np.array([stats[n].p10_ms for n in RUNNERS])
-            hi = np.array([stats[n].p90_ms for n in RUNNERS]) - med
-            pos = x + (i - (len(groups) - 1) / 2) * width
-            bars = ax.bar(pos, med, width, yerr=[lo, hi], capsize=4, color=color, label=label)
-            for bar, value in zip(bars, med):
-                ax.annotate(
-                    f"{value:.1f}", (bar.get_x() + bar.get_width() / 2, value), xytext=(0, 2),
-                    textcoords="offset points", ha="center", va="bottom", fontsize=8,
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
-                )
-        ax.set_xticks(x, list(RUNNERS))
-        ax.set_ylabel("ms per frame (median; whiskers p10-p90)")
-        ax.set_title(
-            f"{self.model.get('arch', 'model')} {self.model.get('input_size')}px on {self.target}: "
-            f"{self.machine.get('cpu', '')}, {self.settings['threads']} threads",
-            fontsize=9,
-        )
-        ax.legend(fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-        fig.tight_layout()
-        import io
+        plot_medians(Path(path), RUNNERS, groups,
+                     f"{self.model.get('arch', 'model')} {self.model.get('input_size')}px on {self.target}: "
+                     f"{self.machine.get('cpu', '')}, {self.settings['threads']} threads")
 
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        atomic_write_bytes(Path(path), buffer.getvalue())
+
+def plot_medians(path: Path, names: tuple[str, ...], groups: list[tuple[str | None, dict[str, RunnerStats], str]],
+                 title: str, value_format: str = ".1f") -> None:
+    """A PNG bar chart of each runner's median, p10-p90 whiskers, one bar per group (label, stats by
+    runner name, colour) side by side (Agg canvas, no GUI; written atomically)."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.2), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(names))
+    width = 0.8 / len(groups)
+    for i, (label, stats, color) in enumerate(groups):
+        med = np.array([stats[n].median_ms for n in names])
+        lo = med - np.array([stats[n].p10_ms for n in names])
+        hi = np.array([stats[n].p90_ms for n in names]) - med
+        pos = x + (i - (len(groups) - 1) / 2) * width
+        bars = ax.bar(pos, med, width, yerr=[lo, hi], capsize=4, color=color, label=label)
+        for bar, value in zip(bars, med):
+            ax.annotate(
+                f"{value:{value_format}}", (bar.get_x() + bar.get_width() / 2, value), xytext=(0, 2),
+                textcoords="offset points", ha="center", va="bottom", fontsize=8,
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+            )
+    ax.set_xticks(x, list(names))
+    ax.set_ylabel("ms per frame (median; whiskers p10-p90)")
+    ax.set_title(title, fontsize=9)
+    if any(label for label, _, _ in groups):
+        ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    atomic_write_bytes(Path(path), buffer.getvalue())
 
 
 def _coverage_text(cov: dict[str, Any]) -> str:
@@ -255,7 +261,7 @@ class RemoteBenchReport:
         raise TsmDeployError("--plot is not available with --rpc")
 
 
-def write_report(report: BenchReport | RemoteBenchReport, json_path: Path | None = None, plot_path: Path | None = None) -> None:
+def write_report(report: Any, json_path: Path | None = None, plot_path: Path | None = None) -> None:
     if json_path is not None:
         atomic_write_text(Path(json_path), report.to_json())
     if plot_path is not None:
