@@ -202,10 +202,11 @@ def count_table(path: Path, data: dict[str, Any]) -> list[str]:
     label = data.get("label") or "instruction counts"
     macs = data.get("macs_per_frame")
     ort = (runners.get("onnxruntime") or {}).get("instructions_per_frame")
-    what = f"{label}, per frame (not a latency)" if "latency" not in label else f"{label}, per frame"
+    step = data.get("step", "frame")  # a clip artifact's counts are per clip
+    what = f"{label}, per {step} (not a latency)" if "latency" not in label else f"{label}, per {step}"
     if macs:
-        what += f"; {macs / 1e6:.1f} M multiply-accumulates a frame"
-    header = "| runner | M instructions / frame |" + (" instructions / MAC |" if macs else "") + \
+        what += f"; {macs / 1e6:.1f} M multiply-accumulates a {step}"
+    header = f"| runner | M instructions / {step} |" + (" instructions / MAC |" if macs else "") + \
         " vs ONNX Runtime | shift overhead |"
     lines = [_caption(path, data, what), "", header, "|" + "---|" * (header.count("|") - 1)]
     for runner, stats in runners.items():

@@ -248,19 +248,21 @@ def test_runner_measures_candidates_and_a_mini_tune_records_them(tmp_path):
 
 @pytest.mark.slow
 @needs_tools
-def test_count_artifact_per_frame_and_per_function(tmp_path, small_checkpoint):
+@pytest.mark.parametrize("model", ["small_checkpoint", "small_clip_checkpoint"])
+def test_count_artifact_per_step_and_per_function(tmp_path, request, model):
+    """A stream artifact is counted frame by frame (run_prepared), a clip artifact clip by clip (predict)."""
     from tsm_deploy.compiler.artifact import compile_artifact
 
     artifact = tmp_path / "small-rasp4"
-    compile_artifact(small_checkpoint, load_target("rasp4"), artifact, database=None)
+    compile_artifact(request.getfixturevalue(model), load_target("rasp4"), artifact, database=None)
     count = count_artifact(artifact, frames=3, per_function=True)
     assert count.label == INSTRUCTIONS_LABEL
     assert len(count.per_frame) == 3 and count.startup > 10 * count.per_frame_instructions
     steady = count.per_frame[1:]
-    # steady frames agree: the kernels execute the same instructions every frame, but Python and the
+    # steady steps agree: the kernels execute the same instructions every step, but Python and the
     # allocators around them do not (seen: 0.24 % apart on one run, < 0.1 % on most)
     assert abs(steady[0] - steady[1]) <= 1e-2 * steady[0]
-    # per function: every fused kernel of one frame, exactly; together nearly all of the frame
+    # per function: every fused kernel of one step, exactly; together nearly all of the step
     assert count.per_function and all(n > 0 for n in count.per_function.values())
     assert any(name.startswith("fused_conv2d") for name in count.per_function)
     kernels = sum(count.per_function.values())

@@ -26,7 +26,7 @@ from tsm_deploy.target.library import DATABASE_FILES, compact_database, database
 from tsm_deploy.target.library import METADATA_FILE as TUNING_METADATA
 from tsm_deploy.errors import TsmDeployError
 from tsm_deploy.target.targets import load_target
-from tsm_deploy.tuning.loop import tune_model
+from tsm_deploy.tuning.loop import REMEASURE_TOP_K, tune_model
 from tsm_deploy.evaluate.place import RPC, Place
 from tsm_deploy.tuning.rpc import RpcConfig, check_tracker, parse_tracker
 from tsm_deploy.evaluate.verify import verify_artifact
@@ -183,6 +183,35 @@ def test_compact_keeps_the_best_records(local_database, small_checkpoint, tmp_pa
     assert compact_database(db, keep=1) == (len(before), 2)
     _assert_valid_database(db)
     assert best(_records(db)) == best(before)
+    result = compile_artifact(small_checkpoint, load_target(TARGET), tmp_path / "art", database=db)
+    assert result.coverage.tuned == 2
+
+
+@pytest.mark.slow
+def test_remeasure_replaces_costs_timed_elsewhere(local_database, small_checkpoint, tmp_path):
+    """Records whose costs came from a faster machine (here: forged to 1 ns) are re-timed here and the
+    stale copies dropped, so a schedule measured here can compete with them."""
+    first, _ = local_database
+    db = tmp_path / "db"
+    shutil.copytree(first, db)
+    forged = []
+    for line in _records(db):
+        workload, record = json.loads(line)
+        record[1] = [1e-9]
+        forged.append(json.dumps([workload, record]))
+    (db / DATABASE_FILES[1]).write_text("".join(line + "\n" for line in forged))
+
+    tune_model(small_checkpoint, load_target(TARGET), trials_per_task=4, database_dir=db, max_tasks=2,
+               remeasure=True, **FAST)  # every task already has its 4 trials: re-timing only
+    _assert_valid_database(db)
+    after = [json.loads(line) for line in _records(db)]
+    assert after and all(sum(r[1]) / len(r[1]) > 1e-7 for _, r in after)  # no forged cost left
+    per_workload = {}
+    for workload, _ in after:
+        per_workload[workload] = per_workload.get(workload, 0) + 1
+    assert len(per_workload) == 2 and max(per_workload.values()) <= REMEASURE_TOP_K
+    tasks = read_metadata(db)["tasks"].values()
+    assert all(t["best_us"] > 0.1 and len(t["measured_on"]) == 1 for t in tasks if t.get("best_us"))
     result = compile_artifact(small_checkpoint, load_target(TARGET), tmp_path / "art", database=db)
     assert result.coverage.tuned == 2
 

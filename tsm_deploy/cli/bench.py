@@ -52,8 +52,8 @@ def command(
     **place: Any,
 ) -> None:
     """Per-frame (per-clip) latency of the artifact, ONNX Runtime and PyTorch side by side, and the
-    shift's overhead; with --emulate, instructions per frame on the emulated CPU (TVM, ONNX Runtime, ncnn,
-    ExecuTorch with XNNPACK)."""
+    shift's overhead; with --emulate, instructions per frame (clip) on the emulated CPU (TVM, ONNX Runtime,
+    ncnn and ExecuTorch with XNNPACK for stream models)."""
     from ..evaluate.bench import DEFAULT_FRAMES, DEFAULT_WARMUP, benchmark, benchmark_remote, write_report
     from ..evaluate.bench.emulated import DEFAULT_EMULATED_FRAMES
     from ..evaluate.place import EMULATED, HOST, RPC

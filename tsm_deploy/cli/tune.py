@@ -36,6 +36,9 @@ from .common import (
 @click.option("--max-tasks", type=click.IntRange(min=1), default=None, help="Tune only the N most expensive tasks.")
 @tuning_db_option("Database directory (default: the target's record library tuning_logs/<target>/, which compile reads).")
 @click.option("--no-prepack", is_flag=True, help="Do not rewrite weight layouts (default: on for CPU targets).")
+@click.option("--remeasure", is_flag=True,
+              help="First re-time the stored best records of the model's kernels where this run measures, and keep "
+                   "only those (records timed on another machine keep costs no schedule measured here can beat).")
 @precision_options
 @handles_errors
 def command(
@@ -49,6 +52,7 @@ def command(
     max_tasks: int | None,
     tuning_db: Path | None,
     no_prepack: bool,
+    remeasure: bool,
     cuda_arch: str | None,
     frame_size: str | None,
     precision: str,
@@ -76,6 +80,7 @@ def command(
         loaded, target, trials or DEFAULT_TRIALS, database_dir=tuning_db, place=where,
         prepack=False if no_prepack else None, max_tasks=max_tasks, progress=progress,
         frame_size=size, missing_only=trials is None, budget_s=budget * 60 if budget else None, quant=quant,
+        remeasure=remeasure,
     )
     if summary.untuned_tasks:
         click.echo(f"not tuned yet: {len(summary.untuned_tasks)} kernels (run again to continue)", err=True)

@@ -26,8 +26,9 @@ Two modes (``--counts FILE --helper LIB`` first):
   Arguments are allocated once per request (random floats, zero integers: indices stay in bounds).
   One long-lived process measures many candidates (Python and TVM start-up is ~3.4 G instructions).
 * ``artifact DIR --frames N [--per-function]``: streams N seeded frames through the artifact's
-  ``StreamingModel.run_prepared`` with markers around each frame; prints one JSON object with the
-  start-up count, the per-frame counts and (optionally) per-function counts.
+  ``StreamingModel.run_prepared`` (a clip artifact: N seeded clips through ``ClipModel.predict``)
+  with markers around each; prints one JSON object with the start-up count, the per-frame (per-clip)
+  counts and (optionally) per-function counts.
 
 Only this script's protocol lines go to the real stdout; anything else printed (by Python or by
 native code) is sent to stderr.
@@ -238,21 +239,32 @@ def serve(counts_path: str, helper_path: str) -> int:
     return 0
 
 
-def measure_artifact(counts_path: str, helper_path: str, artifact: str, frames: int, per_function: bool) -> int:
-    out = _protocol_stdout()
+def _prepared_steps(model, count: int):
+    """``count`` seeded prepared inputs for ``model`` and the call that runs one: frames through a
+    stream model's ``run_prepared``, clips (T frames each) through a clip model's ``predict``."""
     from tsm_deploy.runtime import StreamingModel
     from tsm_deploy.runtime.preprocess import camera_frames
 
-    model = StreamingModel(artifact, threads=1)
+    if isinstance(model, StreamingModel):
+        return [model.prepare(f) for f in camera_frames(count)], model.run_prepared
+    frames = camera_frames(count * model.segments)
+    return [model.prepare(frames[i * model.segments:(i + 1) * model.segments]) for i in range(count)], model.predict
+
+
+def measure_artifact(counts_path: str, helper_path: str, artifact: str, frames: int, per_function: bool) -> int:
+    out = _protocol_stdout()
+    from tsm_deploy.runtime import load_model
+
+    model = load_model(artifact, threads=1)
     meter = Meter(counts_path)
-    prepared = [model.prepare(f) for f in camera_frames(frames)]
+    prepared, run = _prepared_steps(model, frames)
     tags = []
     gc.collect()
     gc.disable()
     mark = meter.mark
     for x in prepared:
         mark()
-        model.run_prepared(x)
+        run(x)
         tags.append(mark())
     gc.enable()
     result = {
@@ -261,7 +273,7 @@ def measure_artifact(counts_path: str, helper_path: str, artifact: str, frames: 
         "marker_overhead": meter.overhead,
     }
     if per_function:
-        result["per_function"], result["calls"] = _per_function(CallMeter(meter, helper_path), model, prepared[-1])
+        result["per_function"], result["calls"] = _per_function(CallMeter(meter, helper_path), model, run, prepared[-1])
     out.write(json.dumps(result) + "\n")
     return 0
 
@@ -271,8 +283,8 @@ def _vm_of(model):
     return vm if vm is not None else model._artifact._vm
 
 
-def _per_function(calls: CallMeter, model, frame) -> tuple[dict[str, int], dict[str, int]]:
-    """One more frame with the VM instrumented: before each call of a compiled function, the
+def _per_function(calls: CallMeter, model, run, step) -> tuple[dict[str, int], dict[str, int]]:
+    """One more step (``run(step)``) with the VM instrumented: before each call of a compiled function, the
     instrument calls it once more with the same arguments between markers (then lets the VM make
     its own call), so each count is exactly that call, as the tuning runner measures a candidate.
     VM builtins (allocation, shape checks) are not re-run: they have side effects."""
@@ -294,7 +306,7 @@ def _per_function(calls: CallMeter, model, frame) -> tuple[dict[str, int], dict[
     vm = _vm_of(model)
     vm.set_instrument(instrument)
     try:
-        model.run_prepared(frame)
+        run(step)
     finally:
         vm.set_instrument(None)
     return per_function, n_calls

@@ -300,16 +300,17 @@ class PeerParity:
 
 
 def compare_with_pytorch(model, inputs: np.ndarray, run: PeerRun) -> PeerParity:
-    """`run` (frames `inputs` streamed through a peer, buffers fed back) against the same stream
-    through `model` in PyTorch on the host."""
+    """`run` (frames `inputs` streamed through a peer, buffers fed back; or clips, one call each)
+    against the same inputs through `model` in PyTorch on the host."""
     import torch
 
-    buffers = model.zero_buffers()
+    buffers = model.zero_buffers() if hasattr(model, "zero_buffers") else []
     logit_err = buffer_err = scale = 0.0
     agree = 0
     with torch.no_grad():
         for i, frame in enumerate(inputs):
-            logits, *buffers = model(torch.from_numpy(frame), *buffers)
+            out = model(torch.from_numpy(frame), *buffers)
+            logits, *buffers = out if isinstance(out, tuple) else (out,)
             want, got = logits.numpy().reshape(-1), run.logits[i].reshape(-1)
             logit_err = max(logit_err, float(np.abs(got - want).max()))
             scale = max(scale, float(np.abs(want).max()))

@@ -40,7 +40,8 @@ from torch import nn
 
 from ..errors import TsmDeployError
 
-__all__ = ["DEFAULT_PERCENTILE", "INT8_RTOL", "ActivationQuant", "QuantSpec", "calibrate", "fake_quantize", "quantize_weight",
+__all__ = ["DEFAULT_PERCENTILE", "INT8_RTOL", "ActivationQuant", "QuantSpec", "calibrate", "fake_quantize", "quantization_points",
+           "quantize_weight",
            "state_grids"]
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return values.to(torch.int8), scales
 
 
-def _points(model: nn.Module) -> list[tuple[str, nn.Module, str, str]]:
+def quantization_points(model: nn.Module) -> list[tuple[str, nn.Module, str, str]]:
     """``(name, module, "in" | "out", key)``: every convolution's and linear layer's input, every
     block's output. ``key`` names the parameters the point uses: a block's first convolution reads the
     block's input (shifted or not), the previous block's output, and so shares its key: the shift and
@@ -159,7 +160,7 @@ def calibrate(model: nn.Module, frames: Iterable[np.ndarray], percentile: float 
         held[key] = held.get(key, 0) + sample.numel()
 
     hooks = []
-    for name, module, where, key in _points(model):
+    for name, module, where, key in quantization_points(model):
         if key != f"{name}:{where}":
             continue  # calibrated where its tensor is made
         if where == "in":
@@ -193,7 +194,7 @@ def fake_quantize(model: nn.Module, spec: QuantSpec) -> nn.Module:
     """A copy of `model` computing in fp32 what the int8 network computes: weights rounded to their
     int8 grid, every quantization point of `spec` rounded to its uint8 grid."""
     model = copy.deepcopy(model).eval()
-    for _, module, where, key in _points(model):
+    for _, module, where, key in quantization_points(model):
         if key not in spec.activations:
             raise TsmDeployError(f"quantization spec has no parameters for {key}: calibrated on another model?")
         act = spec.activations[key]

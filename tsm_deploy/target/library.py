@@ -273,6 +273,17 @@ class WorkingCopy:
         with open(self.work / DATABASE_FILES[1], "rb") as f:
             return sum(1 for line in f if line.strip())
 
+    def keep_only_from(self, first: int) -> int:
+        """For every workload with a record at or after record ``first`` (re-timed copies), drop its
+        records before it, and reopen the database. -> records dropped."""
+        path = self.work / DATABASE_FILES[1]
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        retimed = {json.loads(line)[0] for line in lines[first:]}
+        kept = [line for n, line in enumerate(lines) if n >= first or json.loads(line)[0] not in retimed]
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+        self.database = self._open()
+        return len(lines) - len(kept)
+
     def close(self) -> None:
         import shutil
 

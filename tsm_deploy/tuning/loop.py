@@ -12,6 +12,11 @@ and the trials each task has had add up.
 
 Where candidates are measured: here (MetaSchedule's LocalRunner), on boards behind an RPC tracker,
 or on an emulated CPU with the instruction meter (``Place`` emulated; :mod:`.emulated_runner`).
+
+A library gathers records measured on several machines of one kind; their costs compare only within
+one machine. ``remeasure`` re-times the stored best records of the model's kernels where this run
+measures and keeps only those: otherwise a record timed on a faster machine keeps a cost no schedule
+measured here can beat, and the search could never replace it by one faster here.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ log = logging.getLogger("tsm_deploy.tune")
 
 DEFAULT_TRIALS_PER_ITER = 32
 DEFAULT_TRIALS = 32  # per kernel, when tune fills what the library is missing
+# Records re-timed per kernel by --remeasure: the stored best few, which the search also starts from
+REMEASURE_TOP_K = 8
 
 
 @dataclass
@@ -229,6 +236,7 @@ def tune_model(
     missing_only: bool = False,
     budget_s: float | None = None,
     quant: QuantSpec | None = None,
+    remeasure: bool = False,
 ) -> TuningSummary:
     """Tune ``checkpoint``'s model for ``target`` until every task has had ``trials_per_task`` trials.
 
@@ -242,6 +250,8 @@ def tune_model(
     preprocessing's tasks too (compile ``--frame-size``). ``progress(task_name, trials_done,
     trials_wanted, best_latency_us)`` is called after every batch. ``quant`` tunes the int8 network
     compile builds with that calibration (its kernels do not depend on the calibration's values).
+    ``remeasure`` first re-times the stored best records of the model's kernels here
+    (:meth:`TuningSession.remeasure`).
     """
     start = time.perf_counter()
     place = place or Place(HOST)
@@ -251,6 +261,8 @@ def tune_model(
         session = TuningSession.open(checkpoint, target, trials_per_task, path, place, prepack, frame_size, settings,
                                      progress, quant)
         try:
+            if remeasure:
+                session.remeasure()
             states, selected = session.plan(max_tasks, missing_only)
             for rank, i in enumerate(selected, 1):
                 if budget_s is not None and time.perf_counter() - start > budget_s:
@@ -383,6 +395,66 @@ class TuningSession:
             st.trials = self.trials_per_task
             self._record(st)
         self.working.commit()
+
+    def remeasure(self, top_k: int = REMEASURE_TOP_K) -> int:
+        """Re-time the ``top_k`` best stored records of each of the model's kernels where this run
+        measures; a kernel with at least one re-timed record keeps only those (see the module
+        docstring). -> kernels re-timed."""
+        for future in self._warming:
+            future.result()
+        self._warming = []
+        database, first = self.working.database, self.working.records()
+        with_records = [(i, task) for i, task in enumerate(self.extracted) if database.has_workload(task.dispatched[0])]
+        retimed = 0
+        for rank, (i, task) in enumerate(with_records, 1):
+            workload = database.commit_workload(task.dispatched[0])
+            records = list(database.get_top_k(workload, top_k))
+            before = _best_us(database, task)
+            timed = self._time_records(workload, records, task.target)
+            for record, secs in timed:
+                database.commit_tuning_record(
+                    ms.database.TuningRecord(record.trace, workload, secs, record.target, record.args_info))
+            best = min((sum(secs) / len(secs) * 1e6 for _, secs in timed), default=None)
+            log.info("[%d/%d] %s: re-timed %d of %d records, best %s (stored: %s)", rank, len(with_records),
+                     task.task_name, len(timed), len(records), _fmt_us(best), _fmt_us(before))
+            if timed:
+                retimed += 1
+                entry = self.metadata["tasks"].setdefault(_task_key(task), {"name": task.task_name, "trials": 0})
+                entry.update(best_us=best, measured_on=[self.measured_on])
+        dropped = self.working.keep_only_from(first)
+        self.working.commit()
+        log.info("re-timed %d of %d kernels with records; %d records measured elsewhere dropped",
+                 retimed, len(with_records), dropped)
+        return retimed
+
+    def _time_records(self, workload: Any, records: list[Any], target: Any) -> list[tuple[Any, list[float]]]:
+        """``(record, run_secs)`` for each of ``records`` that builds and runs here."""
+        from tvm.s_tir.meta_schedule.utils import remove_build_dir
+
+        schedules = []
+        for record in records:
+            sch = tvm.s_tir.Schedule(workload.mod)
+            record.trace.apply_to_schedule(sch, remove_postproc=False)
+            schedules.append(sch.mod)
+        built = self.builder.build([ms.builder.BuilderInput(mod, target) for mod in schedules])
+        for result in built:
+            if result.error_msg is not None:
+                log.warning("a stored record does not build here: %s", " ".join(str(result.error_msg).split())[-200:])
+        ready = [(record, result) for record, result in zip(records, built) if result.error_msg is None]
+        device = {"llvm": "cpu"}.get(target.kind.name, target.kind.name)  # a device name, as the search's inputs
+        futures = self.runner.run([ms.runner.RunnerInput(result.artifact_path, device, record.args_info)
+                                   for record, result in ready])
+        timed = []
+        for (record, result), future in zip(ready, futures):
+            run = future.result()
+            secs = [float(s) for s in run.run_secs or []]
+            if run.error_msg is None and secs and max(secs) < 1e9:
+                timed.append((record, secs))
+            else:
+                log.warning("a stored record does not run here: %s",
+                            " ".join(str(run.error_msg or secs).split())[-200:])
+            remove_build_dir(result.artifact_path)
+        return timed
 
     def _context(self, i: int, task: Any, st: TaskState) -> Any:
         space: Any = "post-order-apply"

@@ -29,6 +29,8 @@ from ..inputs import seeded_inputs
 
 log = logging.getLogger(__name__)
 
+# Peers that count clip artifacts too (ncnn's and ExecuTorch's converters take the stream form)
+CLIP_PEERS = ("onnxruntime", "torch")
 DEFAULT_EMULATED_FRAMES = 3  # each frame is an exact count: the first is not steady, two more agree
 
 DEFAULT_PEERS = ("onnxruntime", "ncnn", "executorch")
@@ -61,6 +63,7 @@ class EmulatedBenchReport:
     qemu_cpu: str
     notes: list[str] = field(default_factory=list)
     peers: dict[str, dict[str, Any]] = field(default_factory=dict)  # per peer: version, ran, reason, model
+    step: str = "frame"  # what one count is: a stream artifact's frame, a clip artifact's clip
 
     def strongest_peer(self) -> str | None:
         """The peer that ran with the fewest instructions per frame (the network with its shifts)."""
@@ -88,7 +91,8 @@ class EmulatedBenchReport:
         strongest = self.strongest_peer()
         return {
             "label": INSTRUCTIONS_LABEL,
-            "unit": "guest instructions per frame (steady state: median after the first frame)",
+            "unit": f"guest instructions per {self.step} (steady state: median after the first {self.step})",
+            "step": self.step,
             "artifact": self.artifact,
             "target": self.target,
             "qemu_cpu": self.qemu_cpu,
@@ -118,7 +122,7 @@ class EmulatedBenchReport:
     def table(self) -> str:
         from ...emulation.meter import INSTRUCTIONS_LABEL
 
-        lines = [f"{'runner':<22} {'M instr/frame':>14} {'vs tvm':>8} {'instr/MAC':>10}"]
+        lines = [f"{'runner':<22} {'M instr/' + self.step:>14} {'vs tvm':>8} {'instr/MAC':>10}"]
         base = self.counts["tvm"].steady
         for name, c in self.counts.items():
             per_mac = f"{c.steady / self.macs:.3f}" if self.macs else "n/a"
@@ -236,7 +240,8 @@ def benchmark_emulated(
     progress: Callable[[str], None] = lambda message: None,
     qemu_cpu: str | None = None,
 ) -> EmulatedBenchReport:
-    """Instructions per frame of an aarch64 stream artifact and of ``peers`` on the emulated CPU; with
+    """Instructions per frame of an aarch64 stream artifact (per clip of a clip artifact) and of ``peers``
+    on the emulated CPU; with
     ``baselines``, also of the untuned module and of the network without shifts (TVM and peers), for
     the tuning gain and the shift overhead. ``qemu_cpu``: the core emulated (default: the target's)."""
     from ...emulation.meter import count_artifact
@@ -248,14 +253,19 @@ def benchmark_emulated(
     manifest = read_manifest(artifact_dir)
     require_emulatable(manifest.target, "--emulate")
     qemu_cpu = qemu_cpu or emulated_cpu(manifest.target)
-    if manifest.kind != "stream":
-        raise TsmDeployError("--emulate counts stream artifacts so far")
-    progress(f"counting the artifact's instructions on an emulated CPU ({frames} frames, 1 thread)")
+    step = "frame" if manifest.kind == "stream" else "clip"
+    notes = []
+    if step == "clip":
+        skipped = [p for p in peers if p not in CLIP_PEERS]
+        peers = tuple(p for p in peers if p in CLIP_PEERS)
+        if skipped:
+            notes.append(f"not counted on clips: {', '.join(skipped)} (their converters take stream models)")
+    progress(f"counting the artifact's instructions on an emulated CPU ({frames} {step}s, 1 thread)")
     art = count_artifact(artifact_dir, frames=frames, per_function=per_function, qemu_cpu=qemu_cpu)
     counts = {"tvm": EmulatedCount("tvm", list(art.per_frame), art.per_function)}
     prepared = seeded_inputs(manifest, frames, seed=0)
-    notes = [f"each peer runs the same model ({', '.join(PEER_LABELS.get(p, p) for p in peers)}), fp32, "
-             f"{frames} seeded frames, buffers fed back, one guest thread"]
+    notes.insert(0, f"each peer runs the same model ({', '.join(PEER_LABELS.get(p, p) for p in peers)}), fp32, "
+                    f"{frames} seeded {step}s" + (", buffers fed back" if step == "frame" else "") + ", one guest thread")
     peer_info: dict[str, dict[str, Any]] = {}
     models = [("", checkpoint)]
     if baselines:
@@ -285,7 +295,7 @@ def benchmark_emulated(
         artifact=str(artifact_dir), target=manifest.target.name,
         model={**{k: v for k, v in manifest.model.items() if k != "source"}, "precision": manifest.precision},
         macs=model_macs(checkpoint),
-        counts=counts, qemu_cpu=art.qemu_cpu, notes=notes, peers=peer_info,
+        counts=counts, qemu_cpu=art.qemu_cpu, notes=notes, peers=peer_info, step=step,
     )
 
 
