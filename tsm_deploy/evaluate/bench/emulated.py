@@ -176,7 +176,7 @@ def model_macs(checkpoint: LoadedCheckpoint) -> int:
 
 
 def _peer_counts(peer_name: str, checkpoint: LoadedCheckpoint, frames: np.ndarray, qemu_cpu: str,
-                 progress: Callable[[str], None]) -> tuple[EmulatedCount, dict[str, Any]]:
+                 progress: Callable[[str], None], step: str = "frame") -> tuple[EmulatedCount, dict[str, Any]]:
     """The peer's count per frame and what it ran (version, the converted model's description)."""
     from ...emulation.converters import io_path, read_io
     from ...emulation.meter import MARKER_SYSCALL, run_metered
@@ -190,7 +190,7 @@ def _peer_counts(peer_name: str, checkpoint: LoadedCheckpoint, frames: np.ndarra
         model_info = {k: io[k] for k in ("converter", "precision", "delegation") if k in io}
         np.save(Path(tmp) / "frames.npy", frames)
         argv = peer.guest_argv(model_path, Path(tmp) / "frames.npy", Path(tmp) / "out.npz", marker_nr=MARKER_SYSCALL)
-        progress(f"counting {peer_name} {peer.version} on the emulated CPU ({len(frames)} frames)")
+        progress(f"counting {peer_name} {peer.version} on the emulated CPU ({len(frames)} {step}s)")
         run = run_metered(peer.root, argv, env=peer.guest_env(), timeout=1800)
         if run.returncode != 0 or not (Path(tmp) / "out.npz").is_file():
             last = (run.stderr or "").strip().splitlines()[-1:] or [f"exit code {run.returncode}"]
@@ -281,7 +281,7 @@ def benchmark_emulated(
     for name in peers:
         for suffix, model in models:
             try:
-                counts[name + suffix], info = _peer_counts(name, model, prepared, qemu_cpu, progress)
+                counts[name + suffix], info = _peer_counts(name, model, prepared, qemu_cpu, progress, step)
                 if not suffix:
                     peer_info[name] = {"label": PEER_LABELS.get(name, name), "ran": True, "reason": None, **info}
             except (CheckFailed, TsmDeployError) as exc:
