@@ -404,9 +404,9 @@ class TuningSession:
             future.result()
         self._warming = []
         database, first = self.working.database, self.working.records()
-        with_records = [(i, task) for i, task in enumerate(self.extracted) if database.has_workload(task.dispatched[0])]
+        with_records = [task for task in self.extracted if database.has_workload(task.dispatched[0])]
         retimed = 0
-        for rank, (i, task) in enumerate(with_records, 1):
+        for rank, task in enumerate(with_records, 1):
             workload = database.commit_workload(task.dispatched[0])
             records = list(database.get_top_k(workload, top_k))
             before = _best_us(database, task)
@@ -417,6 +417,8 @@ class TuningSession:
             best = min((sum(secs) / len(secs) * 1e6 for _, secs in timed), default=None)
             log.info("[%d/%d] %s: re-timed %d of %d records, best %s (stored: %s)", rank, len(with_records),
                      task.task_name, len(timed), len(records), _fmt_us(best), _fmt_us(before))
+            if self.progress is not None:
+                self.progress(f"re-timing {task.task_name}", len(timed), len(records), best)
             if timed:
                 retimed += 1
                 entry = self.metadata["tasks"].setdefault(_task_key(task), {"name": task.task_name, "trials": 0})
