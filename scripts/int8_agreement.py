@@ -23,7 +23,6 @@ alone change many answers, which no activation calibration can win back.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from pathlib import Path
@@ -39,7 +38,7 @@ from tsm_deploy.data import synthetic  # noqa: E402
 from tsm_deploy.evaluate.bench.machine import machine_info  # noqa: E402
 from tsm_deploy.models import ModelConfig, build_model  # noqa: E402
 from tsm_deploy.models.registry import preprocessing  # noqa: E402
-from tsm_deploy.quantize.calibrate import QuantSpec, calibrate, fake_quantize, quantize_weight, quantization_points  # noqa: E402
+from tsm_deploy.quantize.calibrate import calibrate, fake_quantize  # noqa: E402
 from tsm_deploy.runtime.preprocess import prepare_frame  # noqa: E402
 
 CONFIG = dict(arch="tsm_mobilenet_v2_online", n_class=27, input_size=224)
@@ -71,29 +70,6 @@ def estimate_batchnorm(model: nn.Module, frames: list[np.ndarray]) -> nn.Module:
     return model.eval()
 
 
-def weights_only(model: nn.Module) -> nn.Module:
-    model = copy.deepcopy(model)
-    for _, module, where, _ in quantization_points(model):
-        if where == "in":
-            values, scales = quantize_weight(module.weight)
-            module.weight.data = values.float() * scales.reshape((-1,) + (1,) * (module.weight.dim() - 1))
-    return model
-
-
-def activations_only(model: nn.Module, spec: QuantSpec, keep=lambda key: True) -> nn.Module:
-    model = copy.deepcopy(model)
-    for _, module, where, key in quantization_points(model):
-        if not keep(key):
-            continue
-        act = spec.activations[key]
-        if where == "in":
-            module.register_forward_pre_hook(lambda m, args, act=act: (act.fake(args[0]), *args[1:]))
-        else:
-            module.register_forward_hook(
-                lambda m, args, out, act=act: (act.fake(out[0]), *out[1:]) if isinstance(out, tuple) else act.fake(out))
-    return model
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=100, help="test frames streamed (default 100)")
@@ -110,9 +86,10 @@ def main() -> None:
     spec = calibrate(model, calibration)
     variants = {
         "int8 (percentile 99.99: what compile builds)": fake_quantize(model, spec),
-        "weights only (per-channel int8)": weights_only(model),
-        "activations only": activations_only(model, spec),
-        "activations at convolution inputs only": activations_only(model, spec, lambda key: not key.endswith(":out")),
+        "weights only (per-channel int8)": fake_quantize(model, None),
+        "activations only": fake_quantize(model, spec, weights=False),
+        "activations at convolution inputs only": fake_quantize(model, spec, weights=False,
+                                                                activations=lambda key: not key.endswith(":out")),
     }
     for percentile in (100.0, 99.999, 99.9):
         variants[f"int8, percentile {percentile:g}"] = fake_quantize(model, calibrate(model, calibration, percentile))

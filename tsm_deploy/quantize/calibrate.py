@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,8 +40,7 @@ from torch import nn
 
 from ..errors import TsmDeployError
 
-__all__ = ["DEFAULT_PERCENTILE", "INT8_RTOL", "ActivationQuant", "QuantSpec", "calibrate", "fake_quantize", "quantization_points",
-           "quantize_weight",
+__all__ = ["DEFAULT_PERCENTILE", "INT8_RTOL", "ActivationQuant", "QuantSpec", "calibrate", "fake_quantize", "quantize_weight",
            "state_grids"]
 
 log = logging.getLogger(__name__)
@@ -117,7 +116,7 @@ def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return values.to(torch.int8), scales
 
 
-def quantization_points(model: nn.Module) -> list[tuple[str, nn.Module, str, str]]:
+def _points(model: nn.Module) -> list[tuple[str, nn.Module, str, str]]:
     """``(name, module, "in" | "out", key)``: every convolution's and linear layer's input, every
     block's output. ``key`` names the parameters the point uses: a block's first convolution reads the
     block's input (shifted or not), the previous block's output, and so shares its key: the shift and
@@ -160,7 +159,7 @@ def calibrate(model: nn.Module, frames: Iterable[np.ndarray], percentile: float 
         held[key] = held.get(key, 0) + sample.numel()
 
     hooks = []
-    for name, module, where, key in quantization_points(model):
+    for name, module, where, key in _points(model):
         if key != f"{name}:{where}":
             continue  # calibrated where its tensor is made
         if where == "in":
@@ -190,18 +189,24 @@ def calibrate(model: nn.Module, frames: Iterable[np.ndarray], percentile: float 
     return QuantSpec(method=f"percentile {percentile:g}", frames=count, activations=activations)
 
 
-def fake_quantize(model: nn.Module, spec: QuantSpec) -> nn.Module:
+def fake_quantize(model: nn.Module, spec: QuantSpec | None, weights: bool = True,
+                  activations: Callable[[str], bool] = lambda key: True) -> nn.Module:
     """A copy of `model` computing in fp32 what the int8 network computes: weights rounded to their
-    int8 grid, every quantization point of `spec` rounded to its uint8 grid."""
+    int8 grid, every quantization point of `spec` rounded to its uint8 grid. ``weights=False`` keeps
+    the weights fp32; ``activations(key)`` picks the quantization points rounded (all by default;
+    ``spec`` None: none). Parts alone are for taking the quantization's error apart."""
     model = copy.deepcopy(model).eval()
-    for _, module, where, key in quantization_points(model):
+    for _, module, where, key in _points(model):
+        if weights and where == "in":
+            values, scales = quantize_weight(module.weight)
+            shape = (-1,) + (1,) * (module.weight.dim() - 1)
+            module.weight.data = values.float() * scales.reshape(shape)
+        if spec is None or not activations(key):
+            continue
         if key not in spec.activations:
             raise TsmDeployError(f"quantization spec has no parameters for {key}: calibrated on another model?")
         act = spec.activations[key]
         if where == "in":
-            values, scales = quantize_weight(module.weight)
-            shape = (-1,) + (1,) * (module.weight.dim() - 1)
-            module.weight.data = values.float() * scales.reshape(shape)
             module.register_forward_pre_hook(lambda m, args, act=act: (act.fake(args[0]), *args[1:]))
         else:
             module.register_forward_hook(

@@ -240,10 +240,10 @@ def benchmark_emulated(
     progress: Callable[[str], None] = lambda message: None,
     qemu_cpu: str | None = None,
 ) -> EmulatedBenchReport:
-    """Instructions per frame of an aarch64 stream artifact (per clip of a clip artifact) and of ``peers``
-    on the emulated CPU; with
-    ``baselines``, also of the untuned module and of the network without shifts (TVM and peers), for
-    the tuning gain and the shift overhead. ``qemu_cpu``: the core emulated (default: the target's)."""
+    """Instructions per frame of an aarch64 stream artifact (per clip of a clip artifact) and of
+    ``peers`` on the emulated CPU; with ``baselines``, also of the untuned module and of the network
+    without shifts (TVM and peers), for the tuning gain and the shift overhead. ``qemu_cpu``: the core
+    emulated (default: the target's)."""
     from ...emulation.meter import count_artifact
     from ...emulation.peers import DEFAULT_VERSIONS
 
@@ -254,18 +254,16 @@ def benchmark_emulated(
     require_emulatable(manifest.target, "--emulate")
     qemu_cpu = qemu_cpu or emulated_cpu(manifest.target)
     step = "frame" if manifest.kind == "stream" else "clip"
-    notes = []
-    if step == "clip":
-        skipped = [p for p in peers if p not in CLIP_PEERS]
-        peers = tuple(p for p in peers if p in CLIP_PEERS)
-        if skipped:
-            notes.append(f"not counted on clips: {', '.join(skipped)} (their converters take stream models)")
+    skipped = [p for p in peers if p not in CLIP_PEERS] if step == "clip" else []
+    peers = tuple(p for p in peers if p not in skipped)
     progress(f"counting the artifact's instructions on an emulated CPU ({frames} {step}s, 1 thread)")
     art = count_artifact(artifact_dir, frames=frames, per_function=per_function, qemu_cpu=qemu_cpu)
     counts = {"tvm": EmulatedCount("tvm", list(art.per_frame), art.per_function)}
     prepared = seeded_inputs(manifest, frames, seed=0)
-    notes.insert(0, f"each peer runs the same model ({', '.join(PEER_LABELS.get(p, p) for p in peers)}), fp32, "
-                    f"{frames} seeded {step}s" + (", buffers fed back" if step == "frame" else "") + ", one guest thread")
+    notes = [f"each peer runs the same model ({', '.join(PEER_LABELS.get(p, p) for p in peers)}), fp32, "
+             f"{frames} seeded {step}s" + (", buffers fed back" if step == "frame" else "") + ", one guest thread"]
+    if skipped:
+        notes.append(f"not counted on clips: {', '.join(skipped)} (their converters take stream models)")
     peer_info: dict[str, dict[str, Any]] = {}
     models = [("", checkpoint)]
     if baselines:
